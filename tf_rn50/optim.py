@@ -1,0 +1,73 @@
+"""LARS and the warmup + polynomial-decay learning rate of the NF5488 submission.
+
+Momentum variant: the MLPerf TF2 reference's, v <- m*v + lr*trust*(g + wd*w); w <- w - v.
+MXNet's "sgdw" LARS also rescales v by lr_t / lr_{t-1}; we leave that out because the TF
+reference (and REFERENCE.md's formula) does, and with a per-step schedule the ratio is within
+0.2% of 1 after warmup. tests/test_optim.py pins the update to a NumPy version of the formula.
+"""
+import keras
+from keras import ops
+
+
+class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """lr(it) for the 1-based step it: base*it/W up to W, then end + (base-end)*(1-(it-W)/(T-W))^p.
+
+  Keras calls it with the optimizer's 0-based count of applied updates, so it = that + 1.
+  """
+
+  def __init__(self, base_lr, warmup_steps, total_steps, end_lr, power):
+    self.base_lr, self.end_lr, self.power = base_lr, end_lr, power
+    self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+  def __call__(self, iterations):
+    it = ops.cast(iterations, "float64") + 1.0
+    warm = self.base_lr * it / max(self.warmup_steps, 1)
+    progress = ops.clip((it - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+    decay = self.end_lr + (self.base_lr - self.end_lr) * (1.0 - progress) ** self.power
+    return ops.where(it <= self.warmup_steps, warm, decay)   # float64; LARS casts it
+
+  def at_step(self, step):
+    """The rate at 1-based step `step`, as a Python float (for the plan and the progress line)."""
+    return float(self(step - 1))
+
+  def get_config(self):
+    return dict(base_lr=self.base_lr, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
+                end_lr=self.end_lr, power=self.power)
+
+
+class LARS(keras.optimizers.Optimizer):
+  """Layer-wise adaptive rate scaling with momentum.
+
+  Kernels (conv and dense, rank >= 2) get weight decay and the trust ratio
+  eta*|w| / (|g| + wd*|w| + eps) (1 when |w| or |g| is 0); BN gamma/beta and biases (rank 1)
+  get plain momentum SGD.
+  """
+
+  def __init__(self, learning_rate, momentum=0.9, kernel_weight_decay=5e-5, eta=0.001, epsilon=0.0,
+               name="lars", **kwargs):
+    # Keras' own `weight_decay` is decoupled and applied to every variable, so ours has its own name.
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    self.momentum, self.kernel_weight_decay = momentum, kernel_weight_decay
+    self.eta, self.epsilon = eta, epsilon
+
+  def build(self, var_list):
+    if self.built:
+      return
+    super().build(var_list)
+    self.velocities = [self.add_variable_from_reference(v, "velocity") for v in var_list]
+
+  def update_step(self, gradient, variable, learning_rate):
+    lr = ops.cast(learning_rate, variable.dtype)
+    velocity = self.velocities[self._get_variable_index(variable)]
+    if len(variable.shape) >= 2:
+      wd = self.kernel_weight_decay
+      w_norm, g_norm = ops.norm(ops.reshape(variable, [-1])), ops.norm(ops.reshape(gradient, [-1]))
+      trust = ops.where((w_norm > 0) & (g_norm > 0),
+                        self.eta * w_norm / (g_norm + wd * w_norm + self.epsilon), 1.0)
+      gradient, lr = gradient + wd * variable, lr * trust
+    self.assign(velocity, self.momentum * velocity + lr * gradient)
+    self.assign_sub(variable, velocity)
+
+  def get_config(self):
+    return {**super().get_config(), "momentum": self.momentum, "eta": self.eta, "epsilon": self.epsilon,
+            "kernel_weight_decay": self.kernel_weight_decay}
