@@ -1,0 +1,27 @@
+"""Runs tf_rn50.main as a user would, in its own processes: one plain Python process, or N Horovod
+ranks through `horovodrun --gloo` on this host."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HOROVODRUN = Path(sys.executable).with_name("horovodrun")
+
+
+def main_command(*flags, ranks=None):
+  """The command line of tf_rn50.main with `flags`; under horovodrun when `ranks` is given."""
+  command = [sys.executable, "-m", "tf_rn50.main", *flags]
+  if ranks:
+    command = [str(HOROVODRUN), "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
+  return command
+
+
+def run_main(*flags, ranks=None, timeout=600):
+  """Runs to the end; returns the CompletedProcess with stdout and stderr merged into .stdout."""
+  return subprocess.run(main_command(*flags, ranks=ranks), cwd=REPO, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env())
+
+
+def env():
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,152 @@
+"""Train ResNet-50 v1.5 to the MLPerf target: flags -> plan -> data, model, optimizer -> fit -> log.
+
+  horovodrun -np 8 python -m tf_rn50.main --flagfile=flags/nf5488.cfg
+  horovodrun -np 2 -H localhost:2 --gloo python -m tf_rn50.main --flagfile=flags/smoke.cfg
+  python -m tf_rn50.main --flagfile=flags/nf5488.cfg --dry_run=8    # the plan, no data touched
+"""
+import json
+import os
+import sys
+
+from absl import app
+
+from tf_rn50 import flags as tf_rn50_flags
+
+FLAGS = tf_rn50_flags.FLAGS
+
+
+def learning_rate_schedule(plan):
+  from tf_rn50 import optim
+  return optim.WarmupPolyDecay(FLAGS.base_lr, plan.warmup_steps, plan.total_steps, FLAGS.end_lr,
+                               FLAGS.lr_decay_power)
+
+
+def dry_run(num_ranks):
+  plan = tf_rn50_flags.make_plan(num_ranks)
+  schedule = learning_rate_schedule(plan)
+  landmarks = [1, plan.warmup_steps, plan.warmup_steps + 1, plan.total_steps]
+  print(json.dumps({**plan.summary(), "lr": {str(s): schedule.at_step(s) for s in landmarks if s >= 1}}))
+
+
+def check_writable(directory):
+  """Fails before run_start, naming the folder, when the run could not save its results."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, ".write_test")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise SystemExit(f"--output_dir={FLAGS.output_dir}: cannot write to {directory}: {e}") from e
+
+
+def count(split, given, flag):
+  """The example count of a split: from the data's index, checked against --<flag> when given."""
+  from tf_rn50 import data
+  if FLAGS.data_backend == "synthetic":
+    return given
+  found = data.count_examples(FLAGS.data_dir, FLAGS.data_format, split)
+  if given and given != found:
+    raise SystemExit(f"--{flag}={given} but {FLAGS.data_dir} holds {found} {split} examples")
+  return found
+
+
+def main(argv):
+  del argv
+  if FLAGS.dry_run:
+    dry_run(FLAGS.dry_run)
+    return 0
+
+  import horovod.tensorflow as hvd
+  hvd.init()
+  import keras
+  import tensorflow as tf
+  from tf_rn50 import callbacks, data, model, optim, train
+  from tf_rn50.mlperf import C, MLPerfLog
+
+  # Ranks sharing a CPU host split its cores instead of oversubscribing them.
+  if not tf.config.list_physical_devices("GPU"):
+    tf.config.threading.set_intra_op_parallelism_threads(max(1, os.cpu_count() // hvd.local_size()))
+  rank0 = hvd.rank() == 0
+  if rank0:
+    for sub in ("", "tensorboard", "checkpoints"):
+      check_writable(os.path.join(FLAGS.output_dir, sub))
+  mllog = MLPerfLog(os.path.join(FLAGS.output_dir, "mlperf.log"), enabled=rank0)
+  mllog.submission(FLAGS.submission_org, FLAGS.submission_platform, FLAGS.cache_clear)
+
+  # --- init: everything built and compiled here, no training or validation data read.
+  mllog.start(C.INIT_START)
+  mllog.event(C.SEED, FLAGS.seed)
+  keras.utils.set_random_seed(FLAGS.seed)
+  plan = tf_rn50_flags.make_plan(hvd.size(), count("train", FLAGS.train_examples, "train_examples"),
+                                 count("val", FLAGS.eval_examples, "eval_examples"))
+  schedule = learning_rate_schedule(plan)
+  net = model.resnet50(FLAGS.num_classes, (FLAGS.image_size, FLAGS.image_size, 3), dtype=FLAGS.dtype,
+                       bn_momentum=FLAGS.bn_momentum, bn_epsilon=FLAGS.bn_epsilon,
+                       zero_init_residual=FLAGS.zero_init_residual)
+  lars = optim.LARS(schedule, momentum=FLAGS.momentum, kernel_weight_decay=FLAGS.weight_decay,
+                    eta=FLAGS.lars_eta, epsilon=FLAGS.lars_epsilon)
+  optimizer = keras.optimizers.LossScaleOptimizer(lars) if FLAGS.dtype == "fp16" else lars
+  optimizer.build(net.trainable_variables)
+  start_epoch = 0
+  if FLAGS.resume and rank0:
+    start_epoch = callbacks.restore(os.path.join(FLAGS.output_dir, "checkpoints"), net, optimizer)
+    print(f"resuming after epoch {start_epoch} from {FLAGS.output_dir}/checkpoints", flush=True)
+  start_epoch = hvd.broadcast_object(start_epoch, root_rank=0)
+  train.broadcast_state(net, optimizer)
+
+  data_args = dict(data_dir=FLAGS.data_dir, data_format=FLAGS.data_format, image_size=FLAGS.image_size,
+                   dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, rank=hvd.rank(), size=hvd.size(),
+                   threads=FLAGS.dali_threads)
+  train_batches = data.train_dataset(FLAGS.data_backend, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                     steps_per_epoch=plan.steps_per_epoch, num_examples=plan.train_examples,
+                                     start_epoch=start_epoch, **data_args)
+  eval_batches = data.eval_dataset(FLAGS.data_backend, batch_size=FLAGS.eval_batch_size or FLAGS.batch_size,
+                                   num_examples=plan.eval_examples, **data_args)
+  step = train.make_train_step(net, optimizer, num_classes=FLAGS.num_classes,
+                               label_smoothing=FLAGS.label_smoothing, xla=FLAGS.xla,
+                               fp16_allreduce=FLAGS.fp16_allreduce)
+  eval_step = train.make_eval_step(net, FLAGS.xla)
+  train.warm_up(step, eval_step, net, optimizer, [FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3],
+                net.inputs[0].dtype)
+
+  mllog.event(C.MODEL_BN_SPAN, FLAGS.batch_size)
+  mllog.hyperparameters(global_batch_size=plan.global_batch_size, base_lr=FLAGS.base_lr, end_lr=FLAGS.end_lr,
+                        decay_power=FLAGS.lr_decay_power, decay_steps=plan.total_steps,
+                        warmup_epochs=FLAGS.warmup_epochs, momentum=FLAGS.momentum,
+                        weight_decay=FLAGS.weight_decay, epsilon=FLAGS.lars_epsilon)
+  mllog.end(C.INIT_STOP)
+
+  # --- the timed run.
+  mllog.start(C.RUN_START)
+  mllog.event(C.TRAIN_SAMPLES, plan.train_examples)
+  mllog.event(C.EVAL_SAMPLES, plan.eval_examples)
+  inner = optimizer.inner_optimizer if FLAGS.dtype == "fp16" else optimizer
+  cadence = callbacks.EvalCadence(eval_step=eval_step, eval_batches=eval_batches, plan=plan, mllog=mllog,
+                                  target_accuracy=FLAGS.target_accuracy, start_epoch=start_epoch)
+  progress = callbacks.Progress(
+      plan=plan, learning_rate=schedule.at_step, log_every=FLAGS.log_every, enabled=rank0,
+      tensorboard_dir=os.path.join(FLAGS.output_dir, "tensorboard"),
+      loss_scale=(lambda: optimizer.dynamic_scale) if FLAGS.dtype == "fp16" else None,
+      skipped_steps=lambda step_done: step_done - int(inner.iterations))
+  checkpoint = callbacks.Checkpoint(os.path.join(FLAGS.output_dir, "checkpoints"), plan, optimizer, enabled=rank0)
+  callback_list = keras.callbacks.CallbackList([cadence, checkpoint, progress], model=net)
+  try:
+    train.fit(step, iter(train_batches), model=net, plan=plan, callbacks=callback_list, start_epoch=start_epoch,
+              max_nonfinite_steps=FLAGS.max_nonfinite_steps, learning_rate=schedule.at_step)
+  except train.NonFiniteLoss as e:
+    mllog.end(C.RUN_STOP, status=C.ABORTED)
+    print(f"stopped: {e}", file=sys.stderr, flush=True)
+    return 1
+  mllog.end(C.RUN_STOP, status=cadence.status)
+  if rank0:
+    print(f"run_stop: {cadence.status}, eval top-1 {cadence.accuracy}", flush=True)
+  return 0 if cadence.status == C.SUCCESS else 1
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
