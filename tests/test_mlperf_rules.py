@@ -1,0 +1,180 @@
+"""MLPerf rules around the engine: the official compliance checker really checks (the seed's log
+passes ruleset 0.7.0 and fails 4.0.0), flags/nf5488.cfg agrees with the batch-3264 reference
+convergence point shipped in mlperf_logging, and scripts/run_and_time.sh produces a result file.
+"""
+import importlib.resources
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import summarize  # noqa: E402  (scripts/ is not a package)
+SEED_LOG = REPO / "../shared/reference/inspur_nf5488_result_1.txt"
+NF5488_CFG = REPO / "flags/nf5488.cfg"
+IMAGENET_TRAIN = 1_281_167
+SEED_RANKS = 8  # 1 node x 8 A100: global batch 8 x 408 = 3264
+
+
+def run_checker(log, ruleset, tmp_path):
+  """The official checker as a user runs it; its own log goes to tmp_path, not the working dir."""
+  return subprocess.run(
+      [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training", "--ruleset",
+       ruleset, "--log_output", str(tmp_path / f"checker_{ruleset}.log"), str(log)],
+      capture_output=True, text=True)
+
+
+@pytest.fixture
+def seed_log():
+  if not SEED_LOG.is_file():
+    pytest.skip(f"{SEED_LOG} is absent (shared/ is expected beside the clone)")
+  return SEED_LOG
+
+
+def test_seed_log_passes_ruleset_0_7_0(seed_log, tmp_path):
+  out = run_checker(seed_log, "0.7.0", tmp_path)
+  # Success: exit 0, and on stderr (python logging) the rule files it applied, then SUCCESS.
+  assert out.returncode == 0, out.stderr
+  assert "Compliance checks: training_0.7.0/closed_resnet_lars.yaml" in out.stderr
+  assert out.stderr.rstrip().endswith("INFO - SUCCESS")
+  assert "** Logging output also at" in out.stdout
+
+
+def test_seed_log_fails_ruleset_4_0_0(seed_log, tmp_path):
+  out = run_checker(seed_log, "4.0.0", tmp_path)
+  # Failure: exit 1, a WARNING per broken rule, then FAILED.
+  assert out.returncode == 1
+  assert "Required EXACTLY_ONE occurrence of 'gradient_accumulation_steps' but found 0" in out.stderr
+  assert out.stderr.rstrip().endswith("ERROR - FAILED")
+
+
+def test_checker_rejects_a_log_that_never_reaches_the_target(seed_log, tmp_path):
+  lines = seed_log.read_text(encoding="latin-1").splitlines(keepends=True)
+  short = tmp_path / "short.txt"
+  short.write_text("".join(l for l in lines if '"value": 0.76058' not in l), encoding="latin-1")
+  out = run_checker(short, "0.7.0", tmp_path)
+  assert out.returncode == 1
+  assert "Failed checks for eval_accuracy : v['value'] >= 0.7590" in out.stderr
+
+
+def read_flagfile(path):
+  """{name: value} of an absl flagfile's `--name=value` lines, nested --flagfile= included."""
+  values = {}
+  for line in Path(path).read_text().splitlines():
+    name, eq, value = line.strip().removeprefix("--").partition("=")
+    if not line.strip().startswith("--") or not eq:
+      continue  # comments, blank lines, bare booleans
+    if name == "flagfile":
+      values.update(read_flagfile(REPO / value))
+    else:
+      values[name] = value
+  return values
+
+
+@pytest.fixture
+def nf5488():
+  if not NF5488_CFG.is_file():
+    pytest.skip(f"{NF5488_CFG} is not written yet")
+  return read_flagfile(NF5488_CFG)
+
+
+def read_rcp(ruleset, batch=3264):
+  """A resnet reference convergence point of the installed mlperf_logging."""
+  path = importlib.resources.files("mlperf_logging") / f"rcp_checker/training_{ruleset}/rcps_resnet.json"
+  (record,) = [r for r in json.loads(path.read_text()).values() if r["BS"] == batch]
+  return record
+
+
+@pytest.fixture
+def rcp():
+  return read_rcp("4.0.0")
+
+
+def test_nf5488_hyperparameters_match_the_rcp(nf5488, rcp):
+  hp = rcp["Hyperparams"]
+  assert rcp["BS"] == int(nf5488["batch_size"]) * SEED_RANKS == 3264
+  assert hp["optimizer"] == "lars"
+  assert float(nf5488["base_lr"]) == hp["opt_base_learning_rate"] == 10.5
+  assert float(nf5488["warmup_epochs"]) == hp["opt_learning_rate_warmup_epochs"] == 2
+  assert float(nf5488["momentum"]) == hp["opt_momentum"] == 0.9
+  assert float(nf5488["weight_decay"]) == hp["opt_weight_decay"] == 5e-5
+  # The RCP's 15 reference runs converged in 34-36(37) epochs; 37 scheduled epochs cover them.
+  assert max(rcp["Epochs to converge"]) <= int(nf5488["train_epochs"]) == 37
+
+
+def test_rcp_decay_steps_are_37_epochs_of_samples_over_the_global_batch(nf5488, rcp):
+  epochs, batch = int(nf5488["train_epochs"]), rcp["BS"]
+  # The 1.0.0 RCP holds what the seed's MXNet code logged as "decay steps": the epoch count, 37.
+  assert read_rcp("1.0.0")["Hyperparams"]["opt_learning_rate_decay_steps"] == epochs == 37
+  # From 1.1.0 on it is converted to steps: 37 x 1,281,167 / 3264 = 14523.03, rounded down.
+  assert math.floor(epochs * IMAGENET_TRAIN / batch) == rcp["Hyperparams"]["opt_learning_rate_decay_steps"] == 14523
+  # Ours rounds up per epoch (393 steps, the short shards padded): 37 x 393 = 14541, 18 more.
+  steps_per_epoch = math.ceil(math.ceil(IMAGENET_TRAIN / SEED_RANKS) / int(nf5488["batch_size"]))
+  assert (steps_per_epoch, epochs * steps_per_epoch) == (393, 14541)
+  assert epochs * steps_per_epoch - 14523 == round(epochs * (steps_per_epoch - IMAGENET_TRAIN / batch)) == 18
+
+
+def test_nf5488_plan_has_the_seed_step_counts(nf5488):
+  if not (REPO / "tf_rn50/main.py").is_file():
+    pytest.skip("the engine (tf_rn50/main.py) is not written yet")
+  out = subprocess.run(
+      [sys.executable, "-m", "tf_rn50.main", f"--flagfile={NF5488_CFG}", f"--dry_run={SEED_RANKS}",
+       "--data_backend=synthetic", f"--train_examples={IMAGENET_TRAIN}", "--eval_examples=50000"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  plan = json.loads(out.stdout.strip().splitlines()[-1])
+  assert plan["global_batch_size"] == 3264
+  assert (plan["steps_per_epoch"], plan["warmup_steps"], plan["total_steps"]) == (393, 786, 14541)
+  assert plan["eval_epochs"] == list(range(3, 38, 4))
+
+
+TINY_CFG = """# a seconds-long run of the real engine on synthetic data
+--data_backend=synthetic
+--image_size=32
+--batch_size=2
+--train_examples=8
+--eval_examples=4
+--train_epochs=1
+--warmup_epochs=0.5
+--eval_period=1
+--eval_offset=0
+--dtype=fp32
+--noxla
+"""
+RESULT_LINE = re.compile(r"^RESULT,IMAGE_CLASSIFICATION,,\d+,[^,]*,\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [AP]M$", re.M)
+
+
+def test_run_and_time_keeps_a_result_file(tmp_path):
+  """Depends on the engine (python -m tf_rn50.main) and horovodrun."""
+  if not (REPO / "tf_rn50/main.py").is_file():
+    pytest.skip("the engine (tf_rn50/main.py) is not written yet")
+  if not (REPO / ".venv/bin/horovodrun").exists() and not shutil.which("horovodrun"):
+    pytest.skip("horovodrun is not installed")
+  flagfile = tmp_path / "tiny.cfg"
+  flagfile.write_text(TINY_CFG)
+  results = tmp_path / "results"
+  results.mkdir()
+  (results / "result_1.txt").write_text("an earlier run\n")
+  env = dict(os.environ, FLAGFILE=str(flagfile), RESULTS_DIR=str(results), NPROC="1")
+  out = subprocess.run(["bash", str(REPO / "scripts/run_and_time.sh")], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=900)
+  assert RESULT_LINE.search(out.stdout), out.stdout[-3000:] + out.stderr[-3000:]
+  assert (results / "result_1.txt").read_text() == "an earlier run\n"  # never overwritten
+  log = (results / "result_2.txt").read_text()
+  assert log.startswith("Beginning trial 1 of 1\n")
+  assert RESULT_LINE.search(log) and "STARTING TIMING RUN AT " in log
+  cleared = re.search(r'^:::MLLOG .*"key": "cache_clear", "value": (true|false)', log, re.M).group(1)
+  assert (results / "run_2/mlperf.log").is_file()
+  # The engine logs cache_clear too, from --cache_clear: the same value.
+  assert f'"key": "cache_clear", "value": {cleared}' in (results / "run_2/mlperf.log").read_text()
+  # 8 random images will not reach the target: the run ends aborted, and the harness says so.
+  run = summarize.summarize_run(results / "result_2.txt")
+  assert run["status"] in ("success", "aborted") and run["accuracy"] is not None
+  assert (out.returncode == 0) == (run["status"] == "success"), out.stderr[-3000:]
