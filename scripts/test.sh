@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's second command: sets up when needed, then runs the whole test suite on the CPU
+# (about 15 minutes on 2 cores). Arguments go to pytest, e.g. scripts/test.sh tests/test_optim.py -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL=2
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "${@:-tests}"
