@@ -70,6 +70,22 @@ class StepTest(tf.test.TestCase):
     self.assertEqual(int(opt.iterations), 8)
     self.assertLess(losses[-1], 0.7 * losses[0])
 
+  def test_the_xla_step_compiles_around_the_allreduce_and_matches_the_plain_one(self):
+    weights = {}
+    for xla in (False, True):
+      keras.utils.set_random_seed(0)
+      net = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+      opt = optim.LARS(0.5)
+      opt.build(net.trainable_variables)
+      step = train.make_train_step(net, opt, num_classes=5, label_smoothing=0.1, xla=xla, fp16_allreduce=False)
+      images, labels = tf.random.stateless_normal([8, 8, 8, 3], [1, 2]), tf.range(8) % 5
+      for _ in range(3):
+        step(images, labels)
+      weights[xla] = [v.numpy() for v in net.variables]
+    for plain, compiled in zip(weights[False], weights[True]):
+      self.assertAllClose(plain, compiled, rtol=1e-4, atol=1e-5)
+
   def test_eval_counts_only_real_examples_and_sums_over_batches(self):
     net = tiny_model()
     net.layers[0].set_weights([np.eye(4, 3, dtype=np.float32), np.zeros(3, np.float32)])  # argmax of x[:3]
