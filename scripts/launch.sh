@@ -120,13 +120,8 @@ for i in "${!env_names[@]}"; do
 done
 [ "$mode" != slurm ] || printf '  FLAGFILE=%s EXTRA_ARGS=%s PYTHON=%s BIND_RANKS=%s   # read by scripts/slurm.sbatch\n' \
   "$FLAGFILE" "$EXTRA_ARGS" "$PYTHON" "$BIND_RANKS"
-show() {  # the command as one line a shell would take back
-  local a out="+"
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=,@%+^-]+$ ]]; then out+=" $a"; else out+=" $(printf %q "$a")"; fi
-  done
-  echo "$out"
-}
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 show "${cmd[@]}"
 [ "$dry_run" = 0 ] || exit 0
 command -v "${cmd[0]}" >/dev/null || die "${cmd[0]} not found on PATH"

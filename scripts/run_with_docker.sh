@@ -37,13 +37,8 @@ DATADIR=$(cd "$DATADIR" && pwd)
 [ "$dry_run" = 1 ] || mkdir -p "$LOGDIR" || die "cannot create LOGDIR=$LOGDIR"
 LOGDIR=$(realpath -m "$LOGDIR")
 
-show() {  # the command as one line a shell would take back
-  local a out="+"
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=,@%+^-]+$ ]]; then out+=" $a"; else out+=" $(printf %q "$a")"; fi
-  done
-  echo "$out"
-}
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 docker_cmd=(docker run --rm --init --gpus "${DOCKER_GPUS:-all}")
 [ "${CLEAR_CACHES:-1}" = 0 ] || docker_cmd+=(--privileged)

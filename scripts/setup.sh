@@ -64,7 +64,7 @@ else
 fi
 
 # --- checks: the four imports, and horovodrun built with TensorFlow and Gloo.
-"$PY" - <<'EOF' || die "the stack does not import; FORCE=1 scripts/setup.sh reinstalls it"
+TF_CPP_MIN_LOG_LEVEL=3 "$PY" - <<'EOF' || die "the stack does not import; FORCE=1 scripts/setup.sh reinstalls it"
 import tensorflow, keras, horovod.tensorflow, nvidia.dali.plugin.tf, mlperf_logging.mllog, tf_rn50
 print(f"[setup] tensorflow {tensorflow.__version__}, keras {keras.__version__}, horovod {horovod.__version__}, "
       f"dali {nvidia.dali.__version__}")
