@@ -14,9 +14,10 @@ STAMP=$VENV/.tf_rn50-stack
 say() { echo "[setup] $*"; }
 die() { echo "[setup] ERROR: $*" >&2; exit 1; }
 
-# --- system packages: a compiler and cmake for horovod; the hash headers TF 2.17's headers include.
+# --- system packages: a compiler and cmake for horovod; the hash headers TF 2.17's headers include;
+# shellcheck for the tests of the launch scripts.
 need_debs=()
-for deb in cmake g++ make libhighwayhash-dev libfarmhash-dev; do
+for deb in cmake g++ make libhighwayhash-dev libfarmhash-dev shellcheck; do
   dpkg -s "$deb" >/dev/null 2>&1 || need_debs+=("$deb")
 done
 if ((${#need_debs[@]})); then
