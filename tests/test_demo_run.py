@@ -3,7 +3,6 @@ RecordIO, flags/demo_cpu.cfg (the NF5488 hyperparameters and cadence, shrunk), t
 scripts/run_and_time.sh. The run must reach the target on the MLPerf cadence, and its log must pass the
 official checker under the seed's ruleset (0.7.0) and the last ResNet one (4.0.0)."""
 import json
-import os
 import re
 import subprocess
 import sys

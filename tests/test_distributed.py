@@ -1,11 +1,9 @@
 """Horovod for real: 2 ranks agree with 1, a dying rank ends the job, a killed run resumes where an
 uninterrupted run would be, and bad output or data folders stop the run before run_start."""
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil

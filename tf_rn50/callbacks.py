@@ -4,7 +4,6 @@ Each is a keras.callbacks.Callback driven by train.fit. Every rank runs the eval
 evaluation is collective); only rank 0 writes checkpoints, progress lines and TensorBoard.
 """
 import glob
-import json
 import os
 import time
 
