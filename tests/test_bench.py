@@ -1,0 +1,64 @@
+"""tf_rn50.bench: each benchmark's --quick run prints the machine, its figures and its ratios.
+
+Nothing about speed is asserted: the figures only have to be there and be positive numbers.
+"""
+import math
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|ms)  \(reps: ([^)]*)\)$")
+RATIO = re.compile(r"^ratio   (.+?) +(\S+)x(  \[goal >= \S+: (met|MISSED)\])?$")
+
+
+def quick(benchmark):
+  """(figures, ratios) of `python -m tf_rn50.bench <benchmark> --quick` as {what: value}."""
+  done = subprocess.run([sys.executable, "-m", "tf_rn50.bench", benchmark, "--quick"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  lines = done.stdout.splitlines()
+  assert any(re.match(r"machine: .+, \d+ cores .*tensorflow 2\.\S+, .*horovod \S+, dali \S+$", l) for l in lines), lines
+  assert sum(l.startswith("load: ") for l in lines) == 2, lines
+  figures, ratios = {}, {}
+  for line in lines:
+    if line.startswith("figure"):
+      found = FIGURE.match(line)
+      assert found, line
+      reps = [float(x) for x in found.group(4).split()]
+      assert reps and all(math.isfinite(x) and x > 0 for x in reps), line
+      figures[found.group(1)] = float(found.group(2))
+    elif line.startswith("ratio"):
+      found = RATIO.match(line)
+      assert found, line
+      ratios[found.group(1)] = float(found.group(2))
+  for value in (*figures.values(), *ratios.values()):
+    assert math.isfinite(value) and value > 0, (figures, ratios)
+  return figures, ratios
+
+
+class QuickBenchmarksTest(unittest.TestCase):
+
+  def check(self, benchmark, num_figures, num_ratios, goals):
+    figures, ratios = quick(benchmark)
+    self.assertEqual(len(figures), num_figures, figures)
+    self.assertEqual(len(ratios), num_ratios, ratios)
+    for goal in goals:
+      self.assertTrue(any(goal in what for what in ratios), (goal, ratios))
+
+  def test_train(self):
+    # ours, ours under fit, keras.applications: three figures, three ratios and the best-setting one.
+    self.check("train", 3, 4, ["our step / keras.applications fit", "best setting"])
+
+  def test_input(self):
+    self.check("input", 6, 6, ["DALI train / DALI whole-image decode-only", "tf.data train / DALI train"])
+
+  def test_scaling(self):
+    # -np 1, -np 2; fused/unfused x fp32/fp16 allreduce (runtime fusion on only, in --quick).
+    self.check("scaling", 6, 4, ["weak-scaling efficiency", "unfused / fused"])
+
+
+if __name__ == "__main__":
+  unittest.main()

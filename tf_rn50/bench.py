@@ -1,0 +1,400 @@
+"""Benchmarks: our hot paths against what a user would write instead, side by side, as ratios.
+
+  python -m tf_rn50.bench train [--quick]     # our train step vs keras.applications.ResNet50 + fit
+  python -m tf_rn50.bench input [--quick]     # DALI vs tf.data train pipelines vs decode-only
+  python -m tf_rn50.bench scaling [--quick]   # horovodrun -np 1 vs -np 2; gradient allreduce
+
+Contenders run in turn (A, B, C, A, B, C, ...) after one warm-up each, so they share the machine's
+load; a figure is the median of the repetitions. Output lines: "machine", "load", then
+"figure <what> <median> <unit> (reps: ...)" and "ratio <what> <value>x [goal ...]".
+docs/benchmarks.md holds the figures of this machine.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# skimage's bundled colour photos (no download), the sources of the input benchmark's JPEGs.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
+SKIP_BATCHES = 3       # input: untimed batches on a fresh iterator before timing (start-up, queues)
+
+
+def machine():
+  import horovod
+  import keras
+  import nvidia.dali
+  import tensorflow as tf
+  with open("/proc/cpuinfo") as f:
+    cpuinfo = f.read()
+  cpu = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+  isa = [x for x in ("avx512f", "avx512_bf16", "amx_bf16") if re.search(rf"\b{x}\b", cpuinfo)]
+  print(f"machine: {cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores "
+        f"({' '.join(isa) or 'no avx512'}), python {platform.python_version()}, tensorflow {tf.__version__}, "
+        f"keras {keras.__version__}, horovod {horovod.__version__}, dali {nvidia.dali.__version__}", flush=True)
+
+
+def load():
+  print(f"load: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average (1/5/15 min) "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+
+def interleaved(contenders, reps):
+  """{name: run}, run() -> seconds of one timed repetition. Warms each up once, then runs them in
+  turn `reps` times; returns {name: [seconds, ...]}."""
+  for run in contenders.values():
+    run()
+  seconds = {name: [] for name in contenders}
+  for _ in range(reps):
+    for name, run in contenders.items():
+      seconds[name].append(run())
+  return seconds
+
+
+def figure(what, samples, unit):
+  print(f"figure  {what:<66} {statistics.median(samples):10.2f} {unit}  "
+        f"(reps: {' '.join(f'{s:.2f}' for s in samples)})", flush=True)
+  return statistics.median(samples)
+
+
+def ratio(what, value, goal=None):
+  verdict = "" if goal is None else f"  [goal >= {goal:.2f}: {'met' if value >= goal else 'MISSED'}]"
+  print(f"ratio   {what:<66} {value:10.2f}x{verdict}", flush=True)
+
+
+# --- train: our step vs keras.applications + model.fit -------------------------------------------
+
+def batches(net, batch_size, image_size, num_classes):
+  """The same synthetic tf.data input for every path, in the dtype of the model's input."""
+  from tf_rn50.data import synthetic
+  dtype = {"float32": "fp32", "bfloat16": "bf16"}[net.inputs[0].dtype]
+  return synthetic.train_dataset(batch_size=batch_size, image_size=image_size, dtype=dtype,
+                                 num_classes=num_classes, rank=0, seed=0)
+
+
+def our_step(precision, xla, *, batch_size, image_size, steps, num_classes):
+  """run() -> seconds for `steps` steps of the engine: our model, LARS, train.make_train_step,
+  the loss read back every step as train.fit does."""
+  from tf_rn50 import model, optim, train
+  net = model.resnet50(num_classes, (image_size, image_size, 3), dtype=precision)
+  lars = optim.LARS(optim.WarmupPolyDecay(1.0, 10, 1000, 1e-4, 2))
+  lars.build(net.trainable_variables)
+  step = train.make_train_step(net, lars, num_classes=num_classes, label_smoothing=0.1, xla=xla,
+                               fp16_allreduce=False)
+  data = iter(batches(net, batch_size, image_size, num_classes))
+
+  def run():
+    start = time.perf_counter()
+    for _ in range(steps):
+      images, labels = next(data)
+      float(step(images, labels))
+    return time.perf_counter() - start
+  return run
+
+
+def keras_fit(net, xla, *, batch_size, image_size, steps, num_classes):
+  """run() -> seconds for `steps` steps of net.fit with SGD, as a Keras user would train."""
+  import keras
+  net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=xla)
+  data = batches(net, batch_size, image_size, num_classes)
+
+  def run():
+    start = time.perf_counter()
+    net.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    return time.perf_counter() - start
+  return run
+
+
+def bench_train(args):
+  import horovod.tensorflow as hvd
+  import keras
+  from tf_rn50 import model
+  hvd.init()   # one rank: the step skips the allreduce, as the engine does on one device
+  size = dict(batch_size=args.batch_size or (8 if args.quick else 32),
+              image_size=args.image_size or (32 if args.quick else 64),
+              steps=2 if args.quick else 3, num_classes=10 if args.quick else 1000)
+  reps = 2 if args.quick else 3
+  settings = [("fp32", False)] if args.quick else [(p, x) for p in ("fp32", "bf16") for x in (False, True)]
+  print(f"train: batch {size['batch_size']}, {size['image_size']}x{size['image_size']}, {size['num_classes']} "
+        f"classes, {size['steps']} steps per repetition, {reps} repetitions; synthetic tf.data input", flush=True)
+  ours_vs_keras = {}
+  for precision, xla in settings:
+    keras.utils.clear_session()
+    shape = (size["image_size"], size["image_size"], 3)
+    ours = model.resnet50(size["num_classes"], shape, dtype=precision)
+    keras.mixed_precision.set_global_policy(model.POLICIES[precision])
+    theirs = keras.applications.ResNet50(weights=None, input_shape=shape, classes=size["num_classes"],
+                                         classifier_activation=None)
+    keras.mixed_precision.set_global_policy("float32")
+    seconds = interleaved({
+        "ours": our_step(precision, xla, **size),
+        "ours_fit": keras_fit(ours, xla, **size),
+        "keras": keras_fit(theirs, xla, **size),
+    }, reps)
+    setting = f"{precision} xla={'on' if xla else 'off'}"
+    images = size["batch_size"] * size["steps"]
+    rate = {name: figure(f"train {setting}: {label}", [images / s for s in seconds[name]], "img/s")
+            for name, label in (("ours", "our step (v1.5, LARS, train.make_train_step)"),
+                                ("ours_fit", "our model (v1.5) under model.fit, SGD"),
+                                ("keras", "keras.applications.ResNet50 (v1), model.fit, SGD"))}
+    ratio(f"train {setting}: our step / keras.applications fit", rate["ours"] / rate["keras"], goal=1.0)
+    ratio(f"train {setting}: loop: our step / our model under fit", rate["ours"] / rate["ours_fit"])
+    ratio(f"train {setting}: model: our model / keras.applications, both fit", rate["ours_fit"] / rate["keras"])
+    ours_vs_keras[setting] = (rate["keras"], rate["ours"] / rate["keras"])
+  best = max(ours_vs_keras, key=lambda s: ours_vs_keras[s][0])
+  ratio(f"train at the Keras path's best setting ({best}): ours / keras", ours_vs_keras[best][1], goal=1.3)
+
+
+# --- input: DALI and tf.data train pipelines vs decode-only ---------------------------------------
+
+def write_jpegs(folder, count, seed=0):
+  """`count` ImageNet-like JPEGs (about 500x375, 3 in 4 landscape, quality 90, 4:2:0) cropped from
+  skimage's photos, as folder/train.rec/.idx; the label is the photo."""
+  import io
+  import numpy as np
+  import skimage.data
+  from PIL import Image
+  from tf_rn50.data import records
+  photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in PHOTOS]
+  rng = np.random.default_rng(seed)
+  writer = records.RecordioWriter(os.path.join(folder, "train"))
+  for i in range(count):
+    label = i % len(photos)
+    photo = photos[label]
+    width, height = int(rng.integers(450, 551)), int(rng.integers(340, 411))
+    if rng.random() < 0.25:
+      width, height = height, width
+    scale = min(photo.width / width, photo.height / height) * rng.uniform(0.6, 1.0)
+    w, h = round(width * scale), round(height * scale)
+    x, y = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
+    jpeg = io.BytesIO()
+    photo.crop((x, y, x + w, y + h)).resize((width, height), Image.BILINEAR).save(jpeg, "JPEG", quality=90)
+    writer.write(jpeg.getvalue(), label)
+  writer.close()
+
+
+def train_windows(folder, batch_size):
+  """A stream of (JPEG bytes, meta) in the train order, with the train crop windows in meta, read
+  the way the train pipelines read it (tf_rn50.data.sampling)."""
+  from tf_rn50.data import records, sampling
+  found = records.Records(folder, "recordio", "train")
+  return lambda: sampling.train_stream(found, 0, 1, 0, 0, batch_size)
+
+
+def samples(stream):
+  import tensorflow as tf
+  return tf.data.Dataset.from_generator(
+      stream, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([6], tf.int32)))
+
+
+def dali_decode_only(stream, batch_size, threads, window):
+  """DALI CPU decode of the whole JPEG, or of the train window only (ROI), no augmentation;
+  yields each batch's image shapes and metas."""
+  import nvidia.dali.plugin.tf as dali_tf
+  import tensorflow as tf
+  from nvidia.dali import fn, pipeline_def, types
+
+  @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=None, prefetch_queue_depth=2)
+  def pipeline():
+    jpeg = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1, batch=False)
+    meta = fn.external_source(name="metas", dtype=types.INT32, ndim=1, batch=False)
+    decode = dict(device="cpu", output_type=types.RGB, adjust_orientation=False)
+    if window:
+      images = fn.decoders.image_slice(jpeg, meta[1:3], meta[3:5], axis_names="WH", **decode)
+    else:
+      images = fn.decoders.image(jpeg, **decode)
+    return images.shape(), meta
+
+  with tf.device("/cpu:0"):
+    inputs = {"jpegs": samples(stream).map(lambda jpeg, meta: tf.io.decode_raw(jpeg, tf.uint8)),
+              "metas": samples(stream).map(lambda jpeg, meta: meta)}
+    return dali_tf.experimental.DALIDatasetWithInputs(
+        pipeline=pipeline(), batch_size=batch_size, device_id=None,
+        input_datasets={name: dali_tf.experimental.Input(d, batch=False) for name, d in inputs.items()},
+        output_shapes=((batch_size, 3), (batch_size, 6)), output_dtypes=(tf.int64, tf.int32))
+
+
+def tf_decode_only(stream, batch_size, threads, window):
+  """tf.io decode of the whole JPEG, or of the train window only (ROI), with the tf.data
+  pipeline's decoder settings, no augmentation; yields each batch's image shapes."""
+  import tensorflow as tf
+
+  def decode(jpeg, meta):
+    if window:
+      return tf.shape(tf.io.decode_and_crop_jpeg(jpeg, tf.stack([meta[2], meta[1], meta[4], meta[3]]),
+                                                 channels=3, dct_method="INTEGER_ACCURATE"))
+    return tf.shape(tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE"))
+  return samples(stream).map(decode, num_parallel_calls=threads, deterministic=True).batch(batch_size).prefetch(2)
+
+
+def timed_batches(dataset, count):
+  """run() -> seconds for `count` batches of a fresh iterator, after SKIP_BATCHES untimed ones;
+  the iterator (and its background work) ends with the repetition."""
+  def run():
+    batches = iter(dataset)
+    for _ in range(SKIP_BATCHES):
+      next(batches)
+    start = time.perf_counter()
+    for _ in range(count):
+      next(batches)
+    return time.perf_counter() - start
+  return run
+
+
+def bench_input(args):
+  from tf_rn50 import data
+  from tf_rn50.data import sampling
+  num_files, batch_size, count, reps = (48, 8, 3, 2) if args.quick else (320, 32, 8, 5)
+  image_size, cores = 224, os.cpu_count()
+  with tempfile.TemporaryDirectory() as folder:
+    write_jpegs(folder, num_files)
+    megabytes = os.path.getsize(os.path.join(folder, "train.rec")) / 2**20
+    print(f"input: {num_files} JPEGs of ~500x375 ({megabytes:.1f} MB RecordIO), batch {batch_size}, output "
+          f"{image_size}x{image_size} fp32, {cores} threads per pipeline, {count} timed batches per "
+          f"repetition after {SKIP_BATCHES} untimed, {reps} repetitions", flush=True)
+    train = dict(data_dir=folder, data_format="recordio", batch_size=batch_size, image_size=image_size,
+                 dtype="fp32", num_classes=len(PHOTOS), rank=0, size=1, seed=0, num_examples=num_files,
+                 steps_per_epoch=sampling.steps_per_epoch(num_files, 1, batch_size), threads=cores)
+    stream = train_windows(folder, batch_size)
+    pipelines = {
+        "dali": ("DALI train (ROI decode, resize, flip, normalize)", data.train_dataset("dali", **train)),
+        "dali_roi": ("DALI decode-only, train window (ROI)", dali_decode_only(stream, batch_size, cores, True)),
+        "dali_full": ("DALI decode-only, whole image", dali_decode_only(stream, batch_size, cores, False)),
+        "tfdata": ("tf.data train (ROI decode, resize, flip, normalize)", data.train_dataset("tfdata", **train)),
+        "tf_roi": ("tf.data decode-only, train window (ROI)", tf_decode_only(stream, batch_size, cores, True)),
+        "tf_full": ("tf.data decode-only, whole image", tf_decode_only(stream, batch_size, cores, False)),
+    }
+    seconds = interleaved({name: timed_batches(dataset, count) for name, (_, dataset) in pipelines.items()}, reps)
+  images = count * batch_size
+  rate = {name: figure(f"input: {label}", [images / s / cores for s in seconds[name]], "img/s/core")
+          for name, (label, _) in pipelines.items()}
+  ratio("input: DALI train / DALI whole-image decode-only", rate["dali"] / rate["dali_full"], goal=1.0)
+  ratio("input: tf.data train / DALI train", rate["tfdata"] / rate["dali"], goal=0.8)
+  ratio("input: DALI ROI decode / whole-image decode", rate["dali_roi"] / rate["dali_full"])
+  ratio("input: DALI train / ROI decode (the cost of resize, flip, normalize)", rate["dali"] / rate["dali_roi"])
+  ratio("input: tf.data ROI decode / whole-image decode", rate["tf_roi"] / rate["tf_full"])
+  ratio("input: tf.data train / tf.data whole-image decode-only", rate["tfdata"] / rate["tf_full"])
+
+
+# --- scaling: horovodrun -np 1 vs 2, and the gradient allreduce -----------------------------------
+
+def horovodrun(ranks, worker, options, env=None):
+  """Runs `python -m tf_rn50.bench <worker>` under horovodrun (Gloo, this host) and returns the
+  JSON that rank 0 printed."""
+  command = [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "-np", str(ranks), "-H",
+             f"localhost:{ranks}", "--gloo", sys.executable, "-m", "tf_rn50.bench", worker, *options]
+  done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+  found = re.search(r"BENCH_RESULT (\{.*\})", done.stdout)
+  if done.returncode or not found:
+    raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+  return json.loads(found.group(1))
+
+
+def start_rank():
+  """hvd.init, then this rank on one core (local rank mod cores), TF on one thread."""
+  import horovod.tensorflow as hvd
+  import tensorflow as tf
+  hvd.init()
+  os.sched_setaffinity(0, {hvd.local_rank() % os.cpu_count()})
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  return hvd
+
+
+def train_worker(args):
+  hvd = start_rank()
+  run = our_step("fp32", False, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
+                 num_classes=args.num_classes)
+  per_rank = args.batch_size * args.steps / statistics.median(interleaved({"step": run}, args.reps)["step"])
+  rates = hvd.allgather_object(per_rank)
+  if hvd.rank() == 0:
+    print("BENCH_RESULT " + json.dumps({"img_per_s": sum(rates), "per_rank": rates}), flush=True)
+
+
+def allreduce_worker(args):
+  hvd = start_rank()
+  import tensorflow as tf
+  from tf_rn50 import model
+  grads = [tf.random.normal(v.shape) for v in model.resnet50().trainable_variables]
+
+  # The gradients are arguments, not captured constants: Horovod names its ops after graph tensors.
+  def fused(compression):
+    return tf.function(lambda gs: hvd.grouped_allreduce(gs, op=hvd.Average, compression=compression))
+
+  def unfused(compression):
+    return tf.function(lambda gs: [hvd.allreduce(g, op=hvd.Average, compression=compression) for g in gs])
+
+  def timed(allreduce):
+    def run():
+      start = time.perf_counter()
+      allreduce(grads)
+      return time.perf_counter() - start
+    return run
+
+  contenders = {f"{kind} {name}": timed(make(compression))
+                for kind, make in (("fused", fused), ("unfused", unfused))
+                for name, compression in (("fp32", hvd.Compression.none), ("fp16", hvd.Compression.fp16))}
+  seconds = interleaved(contenders, args.reps)
+  if hvd.rank() == 0:
+    print("BENCH_RESULT " + json.dumps({"tensors": len(grads), "floats": sum(int(g.shape.num_elements()) for g in grads),
+                                        "seconds": seconds}), flush=True)
+
+
+def bench_scaling(args):
+  batch_size, image_size = args.batch_size or (4 if args.quick else 32), args.image_size or (32 if args.quick else 64)
+  steps, reps, rounds = (2, 2, 1) if args.quick else (3, 3, 2)
+  options = ["--batch_size", str(batch_size), "--image_size", str(image_size), "--steps", str(steps),
+             "--reps", str(reps), "--num_classes", "10" if args.quick else "1000"]
+  print(f"scaling: horovodrun --gloo, one core and one TF thread per rank, fp32, batch {batch_size} per rank, "
+        f"{image_size}x{image_size}, synthetic; each run the median of {reps} repetitions of {steps} steps; "
+        f"{rounds} interleaved rounds of (-np 1, -np 2)", flush=True)
+  rates = {1: [], 2: []}
+  for _ in range(rounds):
+    for ranks in rates:
+      rates[ranks].append(horovodrun(ranks, "_train_worker", options)["img_per_s"])
+  one = figure("scaling: horovodrun -np 1, total", rates[1], "img/s")
+  two = figure("scaling: horovodrun -np 2, total", rates[2], "img/s")
+  ratio("scaling: speed-up -np 2 / -np 1", two / one)
+  ratio("scaling: weak-scaling efficiency (-np 2) / (2 x -np 1)", two / (2 * one))
+
+  # Horovod's runtime fuses small allreduces into one buffer (HOROVOD_FUSION_THRESHOLD, 128 MB by
+  # default) on its own; a threshold of 0 shows what one collective per tensor really costs
+  # (not in --quick).
+  fusions = (("runtime fusion on", None), ("runtime fusion off", {"HOROVOD_FUSION_THRESHOLD": "0"}))
+  for fusion, env in fusions[:1] if args.quick else fusions:
+    result = horovodrun(2, "_allreduce_worker", ["--reps", "2" if args.quick else "7"], env)
+    print(f"allreduce ({fusion}): {result['tensors']} gradient tensors of ResNet-50, {result['floats']:,} floats "
+          f"({4 * result['floats'] / 2**20:.0f} MB fp32), -np 2", flush=True)
+    ms = {name: figure(f"allreduce {fusion}: {name}", [1000 * s for s in seconds], "ms")
+          for name, seconds in result["seconds"].items()}
+    ratio(f"allreduce {fusion}: unfused / fused time, fp32", ms["unfused fp32"] / ms["fused fp32"])
+    ratio(f"allreduce {fusion}: fp32 / fp16-compressed time, fused", ms["fused fp32"] / ms["fused fp16"])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("benchmark", choices=["train", "input", "scaling", "_train_worker", "_allreduce_worker"],
+                      help="The _workers run inside horovodrun, started by `scaling`.")
+  parser.add_argument("--quick", action="store_true", help="Tiny sizes, fp32 XLA-off only: a smoke run.")
+  parser.add_argument("--batch_size", type=int, default=0, help="train/scaling: images per rank (0: default).")
+  parser.add_argument("--image_size", type=int, default=0, help="train/scaling: square size (0: default).")
+  parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+  parser.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
+  parser.add_argument("--num_classes", type=int, default=1000, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.benchmark.startswith("_"):
+    {"_train_worker": train_worker, "_allreduce_worker": allreduce_worker}[args.benchmark](args)
+    return
+  machine()
+  load()
+  {"train": bench_train, "input": bench_input, "scaling": bench_scaling}[args.benchmark](args)
+  load()
+
+
+if __name__ == "__main__":
+  main()
