@@ -63,3 +63,23 @@ class ResNet50Test(tf.test.TestCase):
     self.assertEqual((bn3.momentum, bn3.epsilon), (0.9, 1e-5))
     default = model.resnet50(10, (32, 32, 3))
     self.assertAllEqual(default.get_layer("stage3_block2_bn3").gamma.numpy(), np.ones(512))
+
+
+class FusedBatchNormTest(tf.test.TestCase):
+
+  def test_matches_keras_batch_normalization_in_training_and_inference(self):
+    images = tf.random.stateless_normal([8, 5, 5, 16], [3, 4]) * 3 + 1
+    weights = tf.range(16, dtype=tf.float32)
+    results = []
+    for layer_class in (keras.layers.BatchNormalization, model.BatchNorm):
+      keras.utils.set_random_seed(0)
+      bn = layer_class(momentum=0.9, epsilon=1e-5, gamma_initializer="random_normal", beta_initializer="random_normal")
+      bn.build(images.shape)
+      with tf.GradientTape() as tape:
+        tape.watch(images)
+        outputs = bn(images, training=True)
+        loss = tf.reduce_sum(tf.sin(outputs) * weights)
+      grads = tape.gradient(loss, [images, bn.gamma, bn.beta])
+      results.append([outputs, *grads, bn.moving_mean, bn.moving_variance, bn(images, training=False)])
+    for keras_value, fused_value in zip(*results):
+      self.assertAllClose(keras_value, fused_value, rtol=1e-3, atol=1e-4)   # float32 sums in another order
