@@ -49,7 +49,7 @@ class EvalCadence(keras.callbacks.Callback):
       logs["eval_accuracy"] = self.accuracy
       if self.accuracy >= self.target_accuracy:
         self.status, self.model.stop_training = C.SUCCESS, True
-    if epoch + 1 in self.plan.eval_epochs or epoch + 1 == self.plan.train_epochs:
+    if self.plan.ends_block(epoch):
       self.mllog.end(C.BLOCK_STOP, first_epoch_num=self.block_of(epoch)[0])
 
 
@@ -65,11 +65,11 @@ class Checkpoint(keras.callbacks.Callback):
     self.directory, self.plan, self.optimizer, self.enabled, self.keep = directory, plan, optimizer, enabled, keep
 
   def on_epoch_end(self, epoch, logs=None):
-    if not self.enabled or not (epoch + 1 in self.plan.eval_epochs or epoch + 1 == self.plan.train_epochs):
+    if not self.enabled or not self.plan.ends_block(epoch):
       return
     os.makedirs(self.directory, exist_ok=True)
     path = os.path.join(self.directory, f"ckpt-epoch{epoch + 1:03d}.npz")
-    values = {f"v{i:05d}": v.numpy() for i, v in enumerate(state_variables(self.model, self.optimizer))}
+    values = {f"v{i:05d}": v.numpy() for i, v in enumerate(train.state_variables(self.model, self.optimizer))}
     with open(path + ".tmp", "wb") as f:
       np.savez(f, epochs_done=epoch + 1, **values)
     os.replace(path + ".tmp", path)
@@ -77,16 +77,12 @@ class Checkpoint(keras.callbacks.Callback):
       os.remove(old)
 
 
-def state_variables(model, optimizer):
-  return model.variables + optimizer.variables
-
-
 def restore(directory, model, optimizer):
   """Loads the newest checkpoint into model and optimizer; returns the epochs it had done (0 if none)."""
   paths = sorted(glob.glob(os.path.join(directory, "ckpt-epoch*.npz")))
   if not paths:
     return 0
-  variables = state_variables(model, optimizer)
+  variables = train.state_variables(model, optimizer)
   with np.load(paths[-1]) as ckpt:
     saved = sorted(k for k in ckpt.files if k.startswith("v"))
     if len(saved) != len(variables):

@@ -125,6 +125,10 @@ class Plan:
     """1-based epochs after which the model is evaluated."""
     return [e + 1 for e in range(self.train_epochs) if e % self.eval_period == self.eval_offset]
 
+  def ends_block(self, epoch):
+    """Whether 0-based `epoch` closes an MLPerf block: it is evaluated, or it is the last."""
+    return epoch + 1 in self.eval_epochs or epoch + 1 == self.train_epochs
+
   def summary(self):
     return {
         "num_ranks": self.num_ranks,

@@ -68,9 +68,11 @@ def main(argv):
   if not tf.config.list_physical_devices("GPU"):
     tf.config.threading.set_intra_op_parallelism_threads(max(1, os.cpu_count() // hvd.local_size()))
   rank0 = hvd.rank() == 0
+  checkpoint_dir = os.path.join(FLAGS.output_dir, "checkpoints")
+  tensorboard_dir = os.path.join(FLAGS.output_dir, "tensorboard")
   if rank0:
-    for sub in ("", "tensorboard", "checkpoints"):
-      check_writable(os.path.join(FLAGS.output_dir, sub))
+    for directory in (FLAGS.output_dir, tensorboard_dir, checkpoint_dir):
+      check_writable(directory)
   mllog = MLPerfLog(os.path.join(FLAGS.output_dir, "mlperf.log"), enabled=rank0)
   mllog.submission(FLAGS.submission_org, FLAGS.submission_platform, FLAGS.cache_clear)
 
@@ -90,8 +92,8 @@ def main(argv):
   optimizer.build(net.trainable_variables)
   start_epoch = 0
   if FLAGS.resume and rank0:
-    start_epoch = callbacks.restore(os.path.join(FLAGS.output_dir, "checkpoints"), net, optimizer)
-    print(f"resuming after epoch {start_epoch} from {FLAGS.output_dir}/checkpoints", flush=True)
+    start_epoch = callbacks.restore(checkpoint_dir, net, optimizer)
+    print(f"resuming after epoch {start_epoch} from {checkpoint_dir}", flush=True)
   start_epoch = hvd.broadcast_object(start_epoch, root_rank=0)
   train.broadcast_state(net, optimizer)
 
@@ -126,10 +128,10 @@ def main(argv):
                                   target_accuracy=FLAGS.target_accuracy, start_epoch=start_epoch)
   progress = callbacks.Progress(
       plan=plan, learning_rate=schedule.at_step, log_every=FLAGS.log_every, enabled=rank0,
-      tensorboard_dir=os.path.join(FLAGS.output_dir, "tensorboard"),
+      tensorboard_dir=tensorboard_dir,
       loss_scale=(lambda: optimizer.dynamic_scale) if FLAGS.dtype == "fp16" else None,
       skipped_steps=lambda step_done: step_done - int(inner.iterations))
-  checkpoint = callbacks.Checkpoint(os.path.join(FLAGS.output_dir, "checkpoints"), plan, optimizer, enabled=rank0)
+  checkpoint = callbacks.Checkpoint(checkpoint_dir, plan, optimizer, enabled=rank0)
   callback_list = keras.callbacks.CallbackList([cadence, checkpoint, progress], model=net)
   try:
     train.fit(step, iter(train_batches), model=net, plan=plan, callbacks=callback_list, start_epoch=start_epoch,

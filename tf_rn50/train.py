@@ -66,10 +66,15 @@ def evaluate(eval_step, dataset):
   return correct / max(total, 1), total
 
 
+def state_variables(model, optimizer):
+  """Everything a run carries from step to step: weights, BN statistics, optimizer slots, loss scale."""
+  return model.variables + optimizer.variables
+
+
 def warm_up(step, eval_step, model, optimizer, images_shape, images_dtype):
   """Runs one train and one eval step on zeros so tracing and XLA compilation happen before the
   timed run (MLPerf allows synthetic warm-up during init), then puts every variable back."""
-  state = model.variables + optimizer.variables
+  state = state_variables(model, optimizer)
   saved = [v.numpy() for v in state]
   images, labels = tf.zeros(images_shape, images_dtype), tf.zeros(images_shape[:1], tf.int32)
   step(images, labels)
@@ -81,7 +86,7 @@ def warm_up(step, eval_step, model, optimizer, images_shape, images_dtype):
 def broadcast_state(model, optimizer):
   """Every rank starts from rank 0's weights, BN statistics and optimizer state."""
   # Keras 3 variables are not tf.Variables: broadcast their backing values.
-  hvd.broadcast_variables([v.value for v in model.variables + optimizer.variables], root_rank=0)
+  hvd.broadcast_variables([v.value for v in state_variables(model, optimizer)], root_rank=0)
 
 
 def fit(step, train_batches, *, model, plan, callbacks, start_epoch, max_nonfinite_steps, learning_rate):
