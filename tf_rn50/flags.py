@@ -59,6 +59,10 @@ flags.DEFINE_integer("log_every", 20, "Print a progress line every this many ste
 flags.DEFINE_integer("max_nonfinite_steps", 10, "Stop after this many consecutive steps with a "
                      "non-finite loss.", lower_bound=1)
 flags.DEFINE_integer("dry_run", 0, "Print the plan for this many ranks as JSON and exit.", lower_bound=0)
+flags.DEFINE_integer("gpus_per_host", 8, "GPUs per host, for --dry_run's placement (a run uses the GPUs it sees).",
+                     lower_bound=0)
+flags.DEFINE_integer("cores_per_host", 0, "Physical CPU cores per host, for --dry_run's placement; 0 = this "
+                     "host's.", lower_bound=0)
 flags.DEFINE_string("submission_platform", "1xCPU", "MLPerf submission_platform, e.g. 1xNF5488.")
 flags.DEFINE_string("submission_org", "tf_rn50", "MLPerf submission_org.")
 flags.DEFINE_bool("cache_clear", False, "Whether the harness dropped the page cache before this run "

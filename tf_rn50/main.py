@@ -22,10 +22,14 @@ def learning_rate_schedule(plan):
 
 
 def dry_run(num_ranks):
+  from tf_rn50 import devices
   plan = tf_rn50_flags.make_plan(num_ranks)
   schedule = learning_rate_schedule(plan)
   landmarks = [1, plan.warmup_steps, plan.warmup_steps + 1, plan.total_steps]
-  print(json.dumps({**plan.summary(), "lr": {str(s): schedule.at_step(s) for s in landmarks if s >= 1}}))
+  ranks_per_host = min(num_ranks, FLAGS.gpus_per_host or num_ranks)
+  placement = devices.host_plan(FLAGS.gpus_per_host, ranks_per_host, FLAGS.cores_per_host or devices.physical_cores())
+  print(json.dumps({**plan.summary(), "lr": {str(s): schedule.at_step(s) for s in landmarks if s >= 1},
+                    "placement": placement}))
 
 
 def check_writable(directory):
@@ -61,11 +65,19 @@ def main(argv):
   hvd.init()
   import keras
   import tensorflow as tf
-  from tf_rn50 import callbacks, data, model, optim, train
+  from tf_rn50 import callbacks, data, devices, model, optim, train
   from tf_rn50.mlperf import C, MLPerfLog
 
-  # Ranks sharing a CPU host split its cores instead of oversubscribing them.
-  if not tf.config.list_physical_devices("GPU"):
+  # One GPU per rank, its local rank's, for TF and DALI; decided before TF touches a device.
+  try:
+    place = devices.placement(hvd.local_rank(), hvd.local_size(), len(tf.config.list_physical_devices("GPU")),
+                              os.environ, devices.physical_cores())
+  except devices.PlacementError as e:
+    raise SystemExit(f"rank {hvd.rank()}: {e}") from e
+  devices.use(place)
+  if place.gpu is not None:
+    print(f"rank {hvd.rank()}: {place}", flush=True)
+  else:   # ranks sharing a CPU host split its cores instead of oversubscribing them
     tf.config.threading.set_intra_op_parallelism_threads(max(1, os.cpu_count() // hvd.local_size()))
   rank0 = hvd.rank() == 0
   checkpoint_dir = os.path.join(FLAGS.output_dir, "checkpoints")
