@@ -7,13 +7,18 @@ import json
 import os
 import pathlib
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ["scripts/run_with_docker.sh", "scripts/launch.sh", "scripts/bind.sh", "scripts/slurm.sbatch"]
+SCRIPTS = ["scripts/run_and_time.sh", "scripts/run_with_docker.sh", "scripts/launch.sh", "scripts/bind.sh",
+           "scripts/slurm.sbatch"]
 MULTI_NODE_FLAGFILES = {"nf5488_2node.cfg": 16, "nf5488_8node.cfg": 64}   # flagfile -> ranks
 HOST_PATHS = re.compile(r"(?<![\w.])/(home|raid|mnt|nvme\w*|scratch|lustre|gpfs|Users|data|datasets)/")
 
@@ -154,6 +159,65 @@ def test_run_with_docker_rejects_missing_datadir(tmp_path):
   env = {"CONT": "img", "DATADIR": str(tmp_path / "nope"), "LOGDIR": str(tmp_path)}
   code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
   assert code != 0 and "is not a folder" in out, out
+
+
+# --- run_and_time.sh ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env, message", [
+    ({"SEED": "abc"}, "SEED=abc: want a non-negative integer"),
+    ({"EXTRA_ARGS": "--log_every=5 --seed=3"}, "set SEED, not --seed in EXTRA_ARGS"),
+    ({"CACHE_CLEARED": "1", "NEXP": "2"}, "CACHE_CLEARED=1 vouches for one run"),
+])
+def test_run_and_time_rejects_bad_env(tmp_path, env, message):
+  code, out = run(["scripts/run_and_time.sh"], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
+                                                **env})
+  assert code == 2 and message in out and not (tmp_path / "r").exists(), out
+
+
+def fake_harness(tmp_path):
+  """A copy of run_and_time.sh whose horovodrun prints its arguments instead of training."""
+  (tmp_path / "scripts").mkdir()
+  shutil.copy(ROOT / "scripts" / "run_and_time.sh", tmp_path / "scripts")
+  bin_dir = tmp_path / ".venv" / "bin"
+  bin_dir.mkdir(parents=True)
+  for name, body in [("python", f'exec {sys.executable} "$@"'), ("horovodrun", 'echo "HOROVODRUN $*"')]:
+    (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+  return tmp_path / "scripts" / "run_and_time.sh"
+
+
+def test_run_and_time_believes_a_cache_drop_by_its_caller(tmp_path):
+  """CACHE_CLEARED=1 (set by run_with_docker.sh after its drop on the host): cache_clear true, logged by
+  the harness and passed to the engine, without trying to drop the cache again."""
+  code, out = run([fake_harness(tmp_path)], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
+                                             "CACHE_CLEARED": "1", "SEED": "7"})
+  assert code == 0, out
+  log = (tmp_path / "r" / "result_1.txt").read_text()
+  assert "page cache dropped by the caller just before this run (CACHE_CLEARED=1)" in log, log
+  assert re.search(r'^:::MLLOG .*"key": "cache_clear", "value": true', log, re.M), log
+  assert f"--flagfile={ROOT}/flags/smoke.cfg --output_dir={tmp_path}/r/run_1 --cache_clear=true --seed=7" in log
+
+
+def test_run_and_time_uses_a_given_seed_for_every_run(tmp_path):
+  code, out = run([fake_harness(tmp_path)], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
+                                             "SEED": "7", "NEXP": "2"})
+  assert code == 0 and "all 2 runs use SEED=7; an MLPerf result set needs a seed per run" in out, out
+  assert re.findall(r"--seed=(\d+)", out) == ["7", "7"], out
+
+
+def test_run_and_time_gives_each_run_its_own_seed(tmp_path):
+  """Two real timed runs of flags/smoke.cfg (whose nf5488.cfg says --seed=1), one rank each, shrunk to one
+  training and one eval step: the engine logs a different seed in each, the one run_and_time.sh drew."""
+  env = {"FLAGFILE": "flags/smoke.cfg", "NPROC": "1", "NEXP": "2", "RESULTS_DIR": str(tmp_path),
+         "EXTRA_ARGS": "--train_examples=4 --eval_examples=4 --train_epochs=1 --warmup_epochs=0.5"}
+  code, out = run(["scripts/run_and_time.sh"], env, timeout=600)
+  seeds = []
+  for n in (1, 2):
+    log = (tmp_path / f"result_{n}.txt").read_text()
+    assert '"key": "run_stop"' in log, log[-3000:]
+    (seed,) = re.findall(r'^\[0\]<stdout>::::MLLOG .*"key": "seed", "value": (\d+)', log, re.M)
+    seeds.append(int(seed))
+  assert seeds[0] != seeds[1] and 1 not in seeds, seeds
 
 
 # --- launch.sh and slurm.sbatch -------------------------------------------------------------
