@@ -123,42 +123,130 @@ def test_dockerignore_keeps_venv_and_git_out():
 
 # --- run_with_docker.sh ---------------------------------------------------------------------
 
-def test_run_with_docker_dry_run(tmp_path):
+def docker_dry_run(tmp_path, **env):
+  """run_with_docker.sh --dry-run with a fresh DATADIR and LOGDIR: (output lines, data, logs).
+  An `env` value of None leaves that variable unset."""
   data, logs = tmp_path / "imagenet", tmp_path / "logs"
   data.mkdir()
   env = {"CONT": "registry/tf_rn50:25.02", "DATADIR": str(data), "LOGDIR": str(logs),
-         "FLAGFILE": "flags/nf5488.cfg", "NPROC": "8", "NEXP": "5", "CLEAR_CACHES": "0"}
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
+         "FLAGFILE": "flags/nf5488.cfg", **env}
+  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], {k: v for k, v in env.items() if v is not None})
   assert code == 0, out
-  cmd = out.strip().splitlines()[-1]
-  assert cmd.startswith("+ docker run "), out
-  for part in [f"-v {data}:/data:ro", f"-v {logs}:/results", "-e FLAGFILE=flags/nf5488.cfg",
-               "-e NPROC=8", "-e NEXP=5", "-e DATADIR=/data", "-e RESULTS_DIR=/results",
-               "--gpus all", "registry/tf_rn50:25.02 scripts/run_and_time.sh"]:
-    assert part in cmd, f"{part!r} not in {cmd}"
-  assert "--privileged" not in cmd, "CLEAR_CACHES=0 needs no privileges"
   assert not logs.exists(), "a dry run created LOGDIR"
+  return out.splitlines(), data, logs
 
 
-def test_run_with_docker_privileged_for_cache_clearing_by_default(tmp_path):
-  """run_and_time.sh drops the page cache inside the container: that needs --privileged."""
-  env = {"CONT": "img", "DATADIR": str(tmp_path), "LOGDIR": str(tmp_path / "l")}
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
-  assert code == 0 and "--gpus all --privileged " in out, out
+def test_run_with_docker_dry_run(tmp_path):
+  """The default: one unprivileged container as the caller, the page cache dropped on the host before
+  each run, then that run told so; the container removed at the end."""
+  lines, data, logs = docker_dry_run(tmp_path, NPROC="8", NEXP="3")
+  start = lines[0]
+  assert start.startswith("+ docker run -d --rm --init --name tf_rn50_") and start.endswith(
+      " registry/tf_rn50:25.02 sleep infinity"), start
+  for part in [f" -v {data}:/data:ro ", f" -v {logs}:/results ", f" --user {os.getuid()}:{os.getgid()} ",
+               " -e FLAGFILE=flags/nf5488.cfg ", " -e NPROC=8 ", " -e DATADIR=/data ", " -e RESULTS_DIR=/results ",
+               " --gpus all ", " --ipc=host ", " --net=host ", " --ulimit memlock=-1 "]:
+    assert part in start, f"{part!r} not in {start}"
+  assert "--privileged" not in "\n".join(lines) and "NEXP" not in start, start
+  name = start.split(" --name ")[1].split()[0]
+  drop = "+ /sbin/sysctl vm.drop_caches=3" if os.getuid() == 0 else "+ sudo -n /sbin/sysctl vm.drop_caches=3"
+  run_lines = ["+ sync", drop, f"+ docker exec -e CACHE_CLEARED=1 {name} scripts/run_and_time.sh"]
+  assert lines[1:] == sum(([f"run_with_docker.sh: run {i} of 3", *run_lines] for i in (1, 2, 3)), []) + [
+      f"+ docker rm -f {name}"], "\n".join(lines)
 
 
-@pytest.mark.parametrize("missing", ["CONT", "DATADIR", "LOGDIR"])
-def test_run_with_docker_requires_env(tmp_path, missing):
-  env = {"CONT": "img", "DATADIR": str(tmp_path), "LOGDIR": str(tmp_path / "l")}
-  del env[missing]
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
-  assert code != 0 and f"{missing} is not set" in out, out
+def test_run_with_docker_without_cache_clearing(tmp_path):
+  lines, _, _ = docker_dry_run(tmp_path, CLEAR_CACHES="0", NEXP="2")
+  execs = [l for l in lines if l.startswith("+ docker exec ")]
+  assert len(execs) == 2 and all(" -e CACHE_CLEARED" not in l for l in execs), lines
+  assert not any("sync" in l or "drop_caches" in l for l in lines), lines
 
 
-def test_run_with_docker_rejects_missing_datadir(tmp_path):
-  env = {"CONT": "img", "DATADIR": str(tmp_path / "nope"), "LOGDIR": str(tmp_path)}
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
-  assert code != 0 and "is not a folder" in out, out
+def test_run_with_docker_privileged_only_when_asked(tmp_path):
+  lines, _, _ = docker_dry_run(tmp_path, DOCKER_PRIVILEGED="1")
+  assert " --gpus all --privileged " in lines[0], lines[0]
+
+
+def test_run_with_docker_defaults_the_flagfile(tmp_path):
+  lines, _, _ = docker_dry_run(tmp_path, FLAGFILE=None, SEED="7")
+  assert "FLAGFILE not set: using flags/nf5488.cfg" in lines[0], lines
+  assert " -e FLAGFILE=flags/nf5488.cfg " in lines[1] and " -e SEED=7 " in lines[1], lines[1]
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI to parse the commands")
+def test_run_with_docker_commands_parse_in_the_docker_cli(tmp_path):
+  """The real docker CLI checks options and their values before it contacts an engine: every
+  command of the dry run must get as far as 'Cannot connect' (there is no engine here)."""
+  lines, _, _ = docker_dry_run(tmp_path, DOCKER_PRIVILEGED="1", SEED="7", EXTRA_ARGS="--log_every=5 --noxla")
+  commands = [shlex.split(l[2:]) for l in lines if l.startswith("+ docker ")]
+  assert [c[1] for c in commands] == ["run", "exec", "rm"], commands
+  for command in commands:
+    code, out = run(command, {"DOCKER_HOST": f"unix://{tmp_path}/no_engine.sock", "HOME": str(tmp_path)})
+    assert code != 0 and "Cannot connect to the Docker daemon" in out, (command, out)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DATADIR": None}, "DATADIR is not set"), ({"CONT": None}, "CONT is not set"),
+    ({"LOGDIR": None}, "LOGDIR is not set"), ({"DATADIR": "/no/such/folder"}, "is not a folder"),
+    ({"CLEAR_CACHES": "yes"}, "CLEAR_CACHES=yes: want 0 or 1"), ({"NEXP": "0"}, "NEXP=0: want a number"),
+    ({"DOCKER_PRIVILEGED": "true"}, "DOCKER_PRIVILEGED=true: want 0 or 1")])
+def test_run_with_docker_rejects_bad_env(tmp_path, env, message):
+  full = {"CONT": "img", "DATADIR": str(tmp_path), "LOGDIR": str(tmp_path / "l"), "FLAGFILE": "x.cfg", **env}
+  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], {k: v for k, v in full.items() if v is not None})
+  assert code == 2 and message in out, out
+
+
+FAKE_DOCKER = """echo "DOCKER $*"
+case "$1" in exec) [ -z "${EXEC_SLEEP:-}" ] || sleep "$EXEC_SLEEP"; exit "${EXEC_STATUS:-0}" ;; esac
+"""
+
+
+def fake_host(tmp_path, sudo_allowed):
+  """A non-root caller (uid 1000), a sudo that may or may not run the drop, and a docker CLI that
+  prints what it is asked; returns the environment for run_with_docker.sh."""
+  fake_tool(tmp_path, "id", 'case "$1" in -un) echo tester ;; *) echo 1000 ;; esac\n')
+  fake_tool(tmp_path, "sudo", 'echo "SUDO $*"\n' if sudo_allowed else "exit 1\n")
+  path = fake_tool(tmp_path, "docker", FAKE_DOCKER)
+  (tmp_path / "data").mkdir()
+  return {"PATH": path, "CONT": "img", "DATADIR": str(tmp_path / "data"), "LOGDIR": str(tmp_path / "logs")}
+
+
+def test_run_with_docker_needs_root_or_sudo_to_drop_the_cache(tmp_path):
+  code, out = run(["scripts/run_with_docker.sh"], fake_host(tmp_path, sudo_allowed=False))
+  assert code == 2 and "needs root or passwordless sudo" in out and "CLEAR_CACHES=0" in out, out
+  assert "DOCKER" not in out, "stopped only after touching docker"
+
+
+def test_run_with_docker_runs_and_cleans_up(tmp_path):
+  """Through a fake docker and sudo: the order of the calls, every run tried although run 1 fails, the
+  failing status passed on, the container removed, the host-side log kept in LOGDIR."""
+  env = {**fake_host(tmp_path, sudo_allowed=True), "NEXP": "2", "EXEC_STATUS": "3"}
+  code, out = run(["scripts/run_with_docker.sh"], env)
+  assert code == 3, out
+  name = re.search(r"--name (tf_rn50_\d+)", out)[1]
+  calls = [l.replace(name, "NAME") for l in out.splitlines() if l.startswith(("DOCKER ", "SUDO "))]
+  drop = "SUDO -n /sbin/sysctl vm.drop_caches=3"
+  run_1 = "DOCKER exec -e CACHE_CLEARED=1 NAME scripts/run_and_time.sh"
+  assert calls[0].startswith("DOCKER run -d --rm --init --name NAME ") and calls[0].endswith(" img sleep infinity")
+  assert calls[1:] == [drop, run_1, drop, run_1, "DOCKER rm -f NAME"], calls
+  assert " --user 1000:1000 " in out and "run 2 exited with status 3" in out, out
+  (log,) = (tmp_path / "logs").glob("run_with_docker_*.log")
+  assert "DOCKER rm -f tf_rn50_" in log.read_text()
+
+
+def test_run_with_docker_removes_the_container_on_ctrl_c(tmp_path):
+  env = {**os.environ, **fake_host(tmp_path, sudo_allowed=True), "EXEC_SLEEP": "30"}
+  out = tmp_path / "out.txt"
+  with out.open("w") as f:
+    p = subprocess.Popen(["scripts/run_with_docker.sh"], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+  deadline = time.time() + 20
+  while "DOCKER exec" not in out.read_text() and time.time() < deadline:
+    time.sleep(0.1)
+  os.killpg(p.pid, signal.SIGINT)   # what Ctrl-C does: the whole foreground group gets it
+  assert p.wait(timeout=20) == 130
+  text = out.read_text()
+  assert "DOCKER exec" in text and "DOCKER rm -f tf_rn50_" in text, text
 
 
 # --- run_and_time.sh ------------------------------------------------------------------------
