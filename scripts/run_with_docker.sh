@@ -23,8 +23,8 @@
 #             0: no drop; the runs log cache_clear false (not a valid MLPerf result).
 #   DOCKER_PRIVILEGED  1: add --privileged, which gives the container every device and capability of
 #             the host. Nothing here needs it (default 0); it is for tools that do, e.g. profilers.
-# Files in LOGDIR are yours: the container runs as you (--user $(id -u):$(id -g), HOME=/tmp), which
-# NGC images allow. Start the script as yourself, not under sudo: it uses sudo only for the drop.
+# Files in LOGDIR are yours: the container runs as you (--user $(id -u):$(id -g), HOME=/tmp; a run
+# writes nowhere else). Start the script as yourself, not under sudo: it uses sudo only for the drop.
 # --dry-run prints the commands instead of running them, and checks nothing on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
