@@ -7,13 +7,18 @@ import json
 import os
 import pathlib
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ["scripts/run_with_docker.sh", "scripts/launch.sh", "scripts/bind.sh", "scripts/slurm.sbatch"]
+SCRIPTS = ["scripts/run_and_time.sh", "scripts/run_with_docker.sh", "scripts/launch.sh", "scripts/bind.sh",
+           "scripts/slurm.sbatch"]
 MULTI_NODE_FLAGFILES = {"nf5488_2node.cfg": 16, "nf5488_8node.cfg": 64}   # flagfile -> ranks
 HOST_PATHS = re.compile(r"(?<![\w.])/(home|raid|mnt|nvme\w*|scratch|lustre|gpfs|Users|data|datasets)/")
 
@@ -118,42 +123,190 @@ def test_dockerignore_keeps_venv_and_git_out():
 
 # --- run_with_docker.sh ---------------------------------------------------------------------
 
-def test_run_with_docker_dry_run(tmp_path):
+def docker_dry_run(tmp_path, **env):
+  """run_with_docker.sh --dry-run with a fresh DATADIR and LOGDIR: (output lines, data, logs).
+  An `env` value of None leaves that variable unset."""
   data, logs = tmp_path / "imagenet", tmp_path / "logs"
   data.mkdir()
   env = {"CONT": "registry/tf_rn50:25.02", "DATADIR": str(data), "LOGDIR": str(logs),
-         "FLAGFILE": "flags/nf5488.cfg", "NPROC": "8", "NEXP": "5", "CLEAR_CACHES": "0"}
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
+         "FLAGFILE": "flags/nf5488.cfg", **env}
+  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], {k: v for k, v in env.items() if v is not None})
   assert code == 0, out
-  cmd = out.strip().splitlines()[-1]
-  assert cmd.startswith("+ docker run "), out
-  for part in [f"-v {data}:/data:ro", f"-v {logs}:/results", "-e FLAGFILE=flags/nf5488.cfg",
-               "-e NPROC=8", "-e NEXP=5", "-e DATADIR=/data", "-e RESULTS_DIR=/results",
-               "--gpus all", "registry/tf_rn50:25.02 scripts/run_and_time.sh"]:
-    assert part in cmd, f"{part!r} not in {cmd}"
-  assert "--privileged" not in cmd, "CLEAR_CACHES=0 needs no privileges"
   assert not logs.exists(), "a dry run created LOGDIR"
+  return out.splitlines(), data, logs
 
 
-def test_run_with_docker_privileged_for_cache_clearing_by_default(tmp_path):
-  """run_and_time.sh drops the page cache inside the container: that needs --privileged."""
-  env = {"CONT": "img", "DATADIR": str(tmp_path), "LOGDIR": str(tmp_path / "l")}
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
-  assert code == 0 and "--gpus all --privileged " in out, out
+def test_run_with_docker_dry_run(tmp_path):
+  """The default: one unprivileged container as the caller, the page cache dropped on the host before
+  each run, then that run told so; the container removed at the end."""
+  lines, data, logs = docker_dry_run(tmp_path, NPROC="8", NEXP="3")
+  start = lines[0]
+  assert start.startswith("+ docker run -d --rm --init --name tf_rn50_") and start.endswith(
+      " registry/tf_rn50:25.02 sleep infinity"), start
+  for part in [f" -v {data}:/data:ro ", f" -v {logs}:/results ", f" --user {os.getuid()}:{os.getgid()} ",
+               " -e FLAGFILE=flags/nf5488.cfg ", " -e NPROC=8 ", " -e DATADIR=/data ", " -e RESULTS_DIR=/results ",
+               " --gpus all ", " --ipc=host ", " --net=host ", " --ulimit memlock=-1 "]:
+    assert part in start, f"{part!r} not in {start}"
+  assert "--privileged" not in "\n".join(lines) and "NEXP" not in start, start
+  name = start.split(" --name ")[1].split()[0]
+  drop = "+ /sbin/sysctl vm.drop_caches=3" if os.getuid() == 0 else "+ sudo -n /sbin/sysctl vm.drop_caches=3"
+  run_lines = ["+ sync", drop, f"+ docker exec -e CACHE_CLEARED=1 {name} scripts/run_and_time.sh"]
+  assert lines[1:] == sum(([f"run_with_docker.sh: run {i} of 3", *run_lines] for i in (1, 2, 3)), []) + [
+      f"+ docker rm -f {name}"], "\n".join(lines)
 
 
-@pytest.mark.parametrize("missing", ["CONT", "DATADIR", "LOGDIR"])
-def test_run_with_docker_requires_env(tmp_path, missing):
-  env = {"CONT": "img", "DATADIR": str(tmp_path), "LOGDIR": str(tmp_path / "l")}
-  del env[missing]
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
-  assert code != 0 and f"{missing} is not set" in out, out
+def test_run_with_docker_without_cache_clearing(tmp_path):
+  lines, _, _ = docker_dry_run(tmp_path, CLEAR_CACHES="0", NEXP="2")
+  execs = [l for l in lines if l.startswith("+ docker exec ")]
+  assert len(execs) == 2 and all(" -e CACHE_CLEARED" not in l for l in execs), lines
+  assert not any("sync" in l or "drop_caches" in l for l in lines), lines
 
 
-def test_run_with_docker_rejects_missing_datadir(tmp_path):
-  env = {"CONT": "img", "DATADIR": str(tmp_path / "nope"), "LOGDIR": str(tmp_path)}
-  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], env)
-  assert code != 0 and "is not a folder" in out, out
+def test_run_with_docker_privileged_only_when_asked(tmp_path):
+  lines, _, _ = docker_dry_run(tmp_path, DOCKER_PRIVILEGED="1")
+  assert " --gpus all --privileged " in lines[0], lines[0]
+
+
+def test_run_with_docker_defaults_the_flagfile(tmp_path):
+  lines, _, _ = docker_dry_run(tmp_path, FLAGFILE=None, SEED="7")
+  assert "FLAGFILE not set: using flags/nf5488.cfg" in lines[0], lines
+  assert " -e FLAGFILE=flags/nf5488.cfg " in lines[1] and " -e SEED=7 " in lines[1], lines[1]
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI to parse the commands")
+def test_run_with_docker_commands_parse_in_the_docker_cli(tmp_path):
+  """The real docker CLI checks options and their values before it contacts an engine: every
+  command of the dry run must get as far as 'Cannot connect' (there is no engine here)."""
+  lines, _, _ = docker_dry_run(tmp_path, DOCKER_PRIVILEGED="1", SEED="7", EXTRA_ARGS="--log_every=5 --noxla")
+  commands = [shlex.split(l[2:]) for l in lines if l.startswith("+ docker ")]
+  assert [c[1] for c in commands] == ["run", "exec", "rm"], commands
+  for command in commands:
+    code, out = run(command, {"DOCKER_HOST": f"unix://{tmp_path}/no_engine.sock", "HOME": str(tmp_path)})
+    assert code != 0 and "Cannot connect to the Docker daemon" in out, (command, out)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DATADIR": None}, "DATADIR is not set"), ({"CONT": None}, "CONT is not set"),
+    ({"LOGDIR": None}, "LOGDIR is not set"), ({"DATADIR": "/no/such/folder"}, "is not a folder"),
+    ({"CLEAR_CACHES": "yes"}, "CLEAR_CACHES=yes: want 0 or 1"), ({"NEXP": "0"}, "NEXP=0: want a number"),
+    ({"DOCKER_PRIVILEGED": "true"}, "DOCKER_PRIVILEGED=true: want 0 or 1")])
+def test_run_with_docker_rejects_bad_env(tmp_path, env, message):
+  full = {"CONT": "img", "DATADIR": str(tmp_path), "LOGDIR": str(tmp_path / "l"), "FLAGFILE": "x.cfg", **env}
+  code, out = run(["scripts/run_with_docker.sh", "--dry-run"], {k: v for k, v in full.items() if v is not None})
+  assert code == 2 and message in out, out
+
+
+FAKE_DOCKER = """echo "DOCKER $*"
+case "$1" in exec) [ -z "${EXEC_SLEEP:-}" ] || sleep "$EXEC_SLEEP"; exit "${EXEC_STATUS:-0}" ;; esac
+"""
+
+
+def fake_host(tmp_path, sudo_allowed):
+  """A non-root caller (uid 1000), a sudo that may or may not run the drop, and a sync and a docker CLI
+  that print what they are asked; returns the environment for run_with_docker.sh."""
+  fake_tool(tmp_path, "id", 'case "$1" in -un) echo tester ;; *) echo 1000 ;; esac\n')
+  fake_tool(tmp_path, "sync", "echo SYNC\n")   # the real one may take seconds on a busy machine
+  fake_tool(tmp_path, "sudo", 'echo "SUDO $*"\n' if sudo_allowed else "exit 1\n")
+  path = fake_tool(tmp_path, "docker", FAKE_DOCKER)
+  (tmp_path / "data").mkdir()
+  return {"PATH": path, "CONT": "img", "DATADIR": str(tmp_path / "data"), "LOGDIR": str(tmp_path / "logs")}
+
+
+def test_run_with_docker_needs_root_or_sudo_to_drop_the_cache(tmp_path):
+  code, out = run(["scripts/run_with_docker.sh"], fake_host(tmp_path, sudo_allowed=False))
+  assert code == 2 and "needs root or passwordless sudo" in out and "CLEAR_CACHES=0" in out, out
+  assert "DOCKER" not in out, "stopped only after touching docker"
+
+
+def test_run_with_docker_runs_and_cleans_up(tmp_path):
+  """Through a fake docker and sudo: the order of the calls, every run tried although run 1 fails, the
+  failing status passed on, the container removed, the host-side log kept in LOGDIR."""
+  env = {**fake_host(tmp_path, sudo_allowed=True), "NEXP": "2", "EXEC_STATUS": "3"}
+  code, out = run(["scripts/run_with_docker.sh"], env)
+  assert code == 3, out
+  name = re.search(r"--name (tf_rn50_\d+)", out)[1]
+  calls = [l.replace(name, "NAME") for l in out.splitlines() if l.startswith(("DOCKER ", "SUDO ", "SYNC"))]
+  drop = ["SYNC", "SUDO -n /sbin/sysctl vm.drop_caches=3"]
+  run_1 = "DOCKER exec -e CACHE_CLEARED=1 NAME scripts/run_and_time.sh"
+  assert calls[0].startswith("DOCKER run -d --rm --init --name NAME ") and calls[0].endswith(" img sleep infinity")
+  assert calls[1:] == [*drop, run_1, *drop, run_1, "DOCKER rm -f NAME"], calls
+  assert " --user 1000:1000 " in out and "run 2 exited with status 3" in out, out
+  (log,) = (tmp_path / "logs").glob("run_with_docker_*.log")
+  assert "DOCKER rm -f tf_rn50_" in log.read_text()
+
+
+def test_run_with_docker_removes_the_container_on_ctrl_c(tmp_path):
+  env = {**os.environ, **fake_host(tmp_path, sudo_allowed=True), "EXEC_SLEEP": "30"}
+  out = tmp_path / "out.txt"
+  with out.open("w") as f:
+    p = subprocess.Popen(["scripts/run_with_docker.sh"], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+  deadline = time.time() + 60
+  while "DOCKER exec" not in out.read_text() and time.time() < deadline:
+    time.sleep(0.1)
+  os.killpg(p.pid, signal.SIGINT)   # what Ctrl-C does: the whole foreground group gets it
+  assert p.wait(timeout=60) == 130, out.read_text()
+  text = out.read_text()
+  assert "DOCKER exec" in text and "DOCKER rm -f tf_rn50_" in text, text
+
+
+# --- run_and_time.sh ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env, message", [
+    ({"SEED": "abc"}, "SEED=abc: want a non-negative integer"),
+    ({"EXTRA_ARGS": "--log_every=5 --seed=3"}, "set SEED, not --seed in EXTRA_ARGS"),
+    ({"CACHE_CLEARED": "1", "NEXP": "2"}, "CACHE_CLEARED=1 vouches for one run"),
+])
+def test_run_and_time_rejects_bad_env(tmp_path, env, message):
+  code, out = run(["scripts/run_and_time.sh"], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
+                                                **env})
+  assert code == 2 and message in out and not (tmp_path / "r").exists(), out
+
+
+def fake_harness(tmp_path):
+  """A copy of run_and_time.sh whose horovodrun prints its arguments instead of training."""
+  (tmp_path / "scripts").mkdir()
+  shutil.copy(ROOT / "scripts" / "run_and_time.sh", tmp_path / "scripts")
+  bin_dir = tmp_path / ".venv" / "bin"
+  bin_dir.mkdir(parents=True)
+  for name, body in [("python", f'exec {sys.executable} "$@"'), ("horovodrun", 'echo "HOROVODRUN $*"')]:
+    (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+  return tmp_path / "scripts" / "run_and_time.sh"
+
+
+def test_run_and_time_believes_a_cache_drop_by_its_caller(tmp_path):
+  """CACHE_CLEARED=1 (set by run_with_docker.sh after its drop on the host): cache_clear true, logged by
+  the harness and passed to the engine, without trying to drop the cache again."""
+  code, out = run([fake_harness(tmp_path)], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
+                                             "CACHE_CLEARED": "1", "SEED": "7"})
+  assert code == 0, out
+  log = (tmp_path / "r" / "result_1.txt").read_text()
+  assert "page cache dropped by the caller just before this run (CACHE_CLEARED=1)" in log, log
+  assert re.search(r'^:::MLLOG .*"key": "cache_clear", "value": true', log, re.M), log
+  assert f"--flagfile={ROOT}/flags/smoke.cfg --output_dir={tmp_path}/r/run_1 --cache_clear=true --seed=7" in log
+
+
+def test_run_and_time_uses_a_given_seed_for_every_run(tmp_path):
+  code, out = run([fake_harness(tmp_path)], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
+                                             "SEED": "7", "NEXP": "2"})
+  assert code == 0 and "all 2 runs use SEED=7; an MLPerf result set needs a seed per run" in out, out
+  assert re.findall(r"--seed=(\d+)", out) == ["7", "7"], out
+
+
+def test_run_and_time_gives_each_run_its_own_seed(tmp_path):
+  """Two real timed runs of flags/smoke.cfg (whose nf5488.cfg says --seed=1), one rank each, shrunk to one
+  training and one eval step: the engine logs a different seed in each, the one run_and_time.sh drew."""
+  env = {"FLAGFILE": "flags/smoke.cfg", "NPROC": "1", "NEXP": "2", "RESULTS_DIR": str(tmp_path),
+         "EXTRA_ARGS": "--train_examples=4 --eval_examples=4 --train_epochs=1 --warmup_epochs=0.5"}
+  code, out = run(["scripts/run_and_time.sh"], env, timeout=600)
+  seeds = []
+  for n in (1, 2):
+    log = (tmp_path / f"result_{n}.txt").read_text()
+    assert '"key": "run_stop"' in log, log[-3000:]
+    (seed,) = re.findall(r'^\[0\]<stdout>::::MLLOG .*"key": "seed", "value": (\d+)', log, re.M)
+    seeds.append(int(seed))
+  assert seeds[0] != seeds[1] and 1 not in seeds, seeds
 
 
 # --- launch.sh and slurm.sbatch -------------------------------------------------------------
