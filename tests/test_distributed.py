@@ -17,10 +17,10 @@ from launch import HOROVODRUN, REPO, env, main_command, run_main
 TINY_SYNTHETIC = ["--flagfile=flags/smoke.cfg", "--train_examples=4000", "--train_epochs=100"]
 
 
-def hvd_run(ranks, *command, timeout=300):
+def hvd_run(ranks, *command, timeout=300, **variables):
   return subprocess.run([str(HOROVODRUN), "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command],
                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                        env=env())
+                        env={**env(), **variables})
 
 
 def weights(folder):
@@ -30,9 +30,11 @@ def weights(folder):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-  """One 2-rank run of tests/step_worker.py: the allreduce checks and the fp16 XLA ResNet-50 (~1.5 min)."""
+  """One 2-rank run of tests/step_worker.py: the allreduce checks and the fp16 XLA ResNet-50. XLA compiles
+  without LLVM's expensive optimizations here: 40-50 s per rank instead of 100-200 s, the same graph."""
   out = tmp_path_factory.mktemp("two_ranks")
-  result = hvd_run(2, sys.executable, "tests/step_worker.py", str(out), "--fp16_resnet", timeout=900)
+  xla_flags = {"XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+  result = hvd_run(2, sys.executable, "tests/step_worker.py", str(out), "--fp16_resnet", timeout=900, **xla_flags)
   assert result.returncode == 0, result.stdout[-3000:]
   return out
 
@@ -54,26 +56,26 @@ def test_the_fp16_allreduce_trains_and_agrees_with_the_fp32_allreduce(two_ranks)
 
 
 def test_fp16_with_xla_trains_resnet50_and_a_step_that_overflows_is_skipped_counted_and_logged(two_ranks):
-  """mixed_float16 + XLA + LossScaleOptimizer on the real ResNet-50 (64x64), steps 1-4, the loss scale set to
-  overflow for step 2 only."""
+  """mixed_float16 + XLA + LossScaleOptimizer + the Horovod allreduce on the real ResNet-50 (64x64), two steps,
+  the loss scale set to overflow for step 1 only."""
   with open(two_ranks / "fp16.json") as f:
     run = json.load(f)
   assert all(np.isfinite(run["losses"])), run
-  assert run["skipped"] == [0, 1, 1, 1], run
-  assert run["changed_by_step"] == {"2": False, "3": True, "4": True}, run   # weights and momenta untouched by 2
-  assert run["step_counter"] == [1, 2, 3, 4], run                          # the skipped step still counts ...
-  assert run["next_lr"] == pytest.approx(run["schedule_next_lr"]), run      # ... and spends its LR: no lag
-  assert run["checksums"][0] == run["checksums"][1]                        # both ranks hold the same weights
+  assert run["skipped"] == [1, 1], run
+  assert run["changed_by_step"] == {"1": False, "2": True}, run   # weights and momenta untouched by step 1
+  assert run["step_counter"] == [1, 2], run                       # the skipped step still counts ...
+  assert run["next_lr"] == pytest.approx(run["schedule_next_lr"]), run   # ... and spends its LR: no lag
+  assert run["checksums"][0] == run["checksums"][1]               # both ranks hold the same weights
   import tensorflow as tf
   scalars = {}
   for path in glob.glob(str(two_ranks / "tensorboard" / "events.out.tfevents.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-  assert scalars["train/skipped_steps"] == {1: 0, 2: 1, 3: 1, 4: 1}
-  assert scalars["train/loss_scale"][2] == pytest.approx(3e38 / 2, rel=1e-6) and scalars["train/loss_scale"][4] == 1024
-  # the LR logged for step s is the one the optimizer was about to apply after step s-1
-  assert [scalars["train/learning_rate"][s] for s in (2, 3, 4)] == pytest.approx(run["next_lr"][:3])
+  assert scalars["train/skipped_steps"] == {1: 1, 2: 1}
+  assert scalars["train/loss_scale"] == {1: pytest.approx(3e38 / 2, rel=1e-6), 2: 1024}
+  # the LR logged for step s is the one the optimizer was about to apply after step s - 1
+  assert [scalars["train/learning_rate"][s] for s in (1, 2)] == pytest.approx(run["next_lr"][:2])
 
 
 def test_one_rank_dying_ends_every_rank_with_an_error(tmp_path):
@@ -154,7 +156,7 @@ def whole_run(tiny_jpegs, tmp_path_factory):
 
 def test_a_run_with_two_evaluations_builds_each_input_pipeline_once_before_run_start(whole_run):
   _, events, stdout = whole_run
-  assert stdout.count("eval top-1") == 2, stdout[-3000:]
+  assert "epoch 2: eval top-1" in stdout and "epoch 4: eval top-1" in stdout, stdout[-3000:]
   assert sorted(events) == ["eval_stream", "iter", "iter", "run_start", "train_stream"], events
   assert events.index("run_start") > max(i for i, e in enumerate(events) if e == "iter"), events
 

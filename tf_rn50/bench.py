@@ -311,12 +311,25 @@ def start_rank():
 
 def train_worker(args):
   hvd = start_rank()
-  run = our_step("fp32", False, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
-                 num_classes=args.num_classes)
-  per_rank = args.batch_size * args.steps / statistics.median(interleaved({"step": run}, args.reps)["step"])
-  rates = hvd.allgather_object(per_rank)
+  contenders = {"step": our_step("fp32", False, batch_size=args.batch_size, image_size=args.image_size,
+                                 steps=args.steps, num_classes=args.num_classes)}
+  if hvd.size() > 1:   # the step's gradient allreduce alone, as often, interleaved with the steps: its share
+    import tensorflow as tf
+    from tf_rn50 import model
+    shape = (args.image_size, args.image_size, 3)
+    grads = [tf.random.normal(v.shape) for v in model.resnet50(args.num_classes, shape).trainable_variables]
+    allreduce = tf.function(lambda gs: hvd.grouped_allreduce(gs, op=hvd.Average))
+
+    def allreduces():
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        allreduce(grads)[0].numpy()
+      return time.perf_counter() - start
+    contenders["allreduce"] = allreduces
+  seconds = {name: statistics.median(s) / args.steps for name, s in interleaved(contenders, args.reps).items()}
+  rates = hvd.allgather_object(args.batch_size / seconds["step"])
   if hvd.rank() == 0:
-    print("BENCH_RESULT " + json.dumps({"img_per_s": sum(rates), "per_rank": rates}), flush=True)
+    print("BENCH_RESULT " + json.dumps({"img_per_s": sum(rates), "per_rank": rates, "seconds": seconds}), flush=True)
 
 
 def allreduce_worker(args):
@@ -356,14 +369,20 @@ def bench_scaling(args):
   print(f"scaling: horovodrun --gloo, one core and one TF thread per rank, fp32, batch {batch_size} per rank, "
         f"{image_size}x{image_size}, synthetic; each run the median of {reps} repetitions of {steps} steps; "
         f"{rounds} interleaved rounds of (-np 1, -np 2)", flush=True)
-  rates = {1: [], 2: []}
+  rates, seconds = {1: [], 2: []}, []
   for _ in range(rounds):
     for ranks in rates:
-      rates[ranks].append(horovodrun(ranks, "_train_worker", options)["img_per_s"])
+      result = horovodrun(ranks, "_train_worker", options)
+      rates[ranks].append(result["img_per_s"])
+    seconds.append(result["seconds"])
   one = figure("scaling: horovodrun -np 1, total", rates[1], "img/s")
   two = figure("scaling: horovodrun -np 2, total", rates[2], "img/s")
   ratio("scaling: speed-up -np 2 / -np 1", two / one)
   ratio("scaling: weak-scaling efficiency (-np 2) / (2 x -np 1)", two / (2 * one))
+  step = figure("scaling: -np 2, one step (with its gradient allreduce)", [1000 * s["step"] for s in seconds], "ms")
+  alone = figure("scaling: -np 2, the step's gradient allreduce alone (fused, fp32)",
+                 [1000 * s["allreduce"] for s in seconds], "ms")
+  ratio("scaling: allreduce share of a -np 2 step", alone / step)
 
   # Horovod's runtime fuses small allreduces into one buffer (HOROVOD_FUSION_THRESHOLD, 128 MB by
   # default) on its own; a threshold of 0 shows what one collective per tensor really costs
