@@ -166,16 +166,17 @@ class Progress(keras.callbacks.Callback):
     self.mark = None
     if not enabled:
       return
-    writer = tf.summary.create_file_writer(tensorboard_dir)
+    writer = tf.summary.create_file_writer(tensorboard_dir, max_queue=1000)
 
-    @tf.function   # in a graph: eagerly, tf.summary reads its recording condition back for every scalar
-    def write(step, values, tags):
-      with writer.as_default(step=step):
-        for i, tag in enumerate(tags):
-          tf.summary.scalar(tag, values[i])
-    for tags in (self.TRAIN, self.EVAL):   # traced here, during init, not at the first line of the timed run
-      write.get_concrete_function(tf.TensorSpec([], tf.int64), tf.TensorSpec([len(tags)], tf.float32), tags)
-    self.write = lambda step, values, tags: write(tf.constant(step, tf.int64), tf.constant(values, tf.float32), tags)
+    def writer_of(tags):
+      @tf.function(input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([len(tags)], tf.float32)])
+      def write(step, values):   # in a graph: eagerly, tf.summary reads its recording condition back per scalar
+        with writer.as_default(step=step):
+          for i, tag in enumerate(tags):
+            tf.summary.scalar(tag, values[i])
+      return write.get_concrete_function()   # traced now, during init; a concrete function is the cheapest call
+    writes = {tags: writer_of(tags) for tags in (self.TRAIN, self.EVAL)}
+    self.write = lambda step, values, tags: writes[tags](tf.constant(step, tf.int64), tf.constant(values, tf.float32))
     self.writer = writer
 
   def on_epoch_begin(self, epoch, logs=None):
@@ -198,4 +199,8 @@ class Progress(keras.callbacks.Callback):
     if self.enabled and "eval_accuracy" in logs:
       print(f"epoch {epoch + 1}: eval top-1 {logs['eval_accuracy']:.5f}", flush=True)
       self.write((epoch + 1) * self.plan.steps_per_epoch, [logs["eval_accuracy"]], self.EVAL)
+      self.writer.flush()
+
+  def on_train_end(self, logs=None):
+    if self.enabled:
       self.writer.flush()

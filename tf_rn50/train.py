@@ -42,8 +42,9 @@ class Tally:
              "loss_scale": optimizer.dynamic_scale if loss_scaled else None}
     self.names = list(shown)
     self.floats = {"loss", "loss_scale"}
-    self.stacked = tf.function(lambda: tf.stack([tf.cast(1.0 if v is None else v, tf.float64) for v in shown.values()]))
-    self.stacked.get_concrete_function()   # traced now, during init
+    # Traced now, during init; a concrete function is the cheapest call.
+    self.stacked = tf.function(
+        lambda: tf.stack([tf.cast(1.0 if v is None else v, tf.float64) for v in shown.values()])).get_concrete_function()
 
   def record(self, loss, step):
     """In the step: `loss` of 1-based step `step`."""
