@@ -24,4 +24,6 @@ def run_main(*flags, ranks=None, timeout=600):
 
 
 def env():
-  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+  # PYTHONPATH: scripts and workers started by path import this checkout's tf_rn50, not the venv's editable one.
+  path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}

@@ -10,7 +10,7 @@ import sys
 import unittest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|ms)  \(reps: ([^)]*)\)$")
+FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|ms|us/step|reads/1000 steps)  \(reps: ([^)]*)\)$")
 RATIO = re.compile(r"^ratio   (.+?) +(\S+)x(  \[goal >= \S+: (met|MISSED)\])?$")
 
 
@@ -56,8 +56,16 @@ class QuickBenchmarksTest(unittest.TestCase):
     self.check("input", 6, 6, ["DALI train / DALI whole-image decode-only", "tf.data train / DALI train"])
 
   def test_scaling(self):
-    # -np 1, -np 2; fused/unfused x fp32/fp16 allreduce (runtime fusion on only, in --quick).
-    self.check("scaling", 6, 4, ["weak-scaling efficiency", "unfused / fused"])
+    # -np 1, -np 2, the -np 2 step and its allreduce; fused/unfused x fp32/fp16 allreduce (runtime fusion on
+    # only, in --quick).
+    self.check("scaling", 8, 5, ["weak-scaling efficiency", "unfused / fused", "allreduce share"])
+
+  def test_loop(self):
+    # fit, bare loop, the host time fit adds, the reads; fit / bare and the goal ratios of both.
+    figures, ratios = quick("loop")
+    self.assertEqual((len(figures), len(ratios)), (4, 3), (figures, ratios))
+    self.assertEqual(figures["loop: blocking device-to-host reads of train.fit"], 50)   # 1000 / --log_every=20
+    self.assertTrue(any("goal (100 us/step)" in what for what in ratios), ratios)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,10 @@ def train_batches(backend, data_format, epochs, rank=0, size=1, start_epoch=0, *
 
 
 def eval_batches(backend, data_format, rank=0, size=1, **overrides):
+  """One pass of the endless eval input."""
   dataset = data.eval_dataset(backend, **kwargs(data_format, **overrides), rank=rank, size=size,
                               num_examples=N_VAL)
-  return [(i.numpy(), l.numpy()) for i, l in dataset]
+  return [(i.numpy(), l.numpy()) for i, l in dataset.take(sampling.steps_per_epoch(N_VAL, size, BATCH))]
 
 
 class SamplingTest(tf.test.TestCase):
@@ -164,7 +165,8 @@ class PipelineTest(tf.test.TestCase):
     for size in (1, 2):
       labels = np.concatenate([l.numpy() for r in range(size) for _, l in data.eval_dataset(
           "synthetic", data_dir=None, data_format="recordio", batch_size=BATCH, image_size=SIZE,
-          dtype="bf16", num_classes=10, rank=r, size=size, num_examples=N_VAL)])
+          dtype="bf16", num_classes=10, rank=r, size=size, num_examples=N_VAL).take(
+              sampling.steps_per_epoch(N_VAL, size, BATCH))])
       self.assertEqual(np.sum(labels >= 0), N_VAL)
 
   def test_train_epochs_see_every_example_and_pad_within_the_rank(self):
@@ -191,10 +193,12 @@ class PipelineTest(tf.test.TestCase):
         self.assertAllEqual(np.sort(labels[labels >= 0]), np.arange(N_VAL))
         self.assertTrue(np.all(labels[labels < 0] == -1))
 
-  def test_eval_dataset_can_be_iterated_again_with_the_same_result(self):
+  def test_eval_dataset_yields_the_same_pass_back_to_back(self):
+    steps = sampling.steps_per_epoch(N_VAL, 1, BATCH)
     for backend in ("dali", "tfdata"):
       dataset = data.eval_dataset(backend, **kwargs("recordio"), rank=0, size=1, num_examples=N_VAL)
-      first, second = [[(i.numpy(), l.numpy()) for i, l in dataset] for _ in range(2)]
+      batches = [(i.numpy(), l.numpy()) for i, l in dataset.take(2 * steps)]
+      first, second = batches[:steps], batches[steps:]
       self.assertLen(first, len(second))
       for (a, la), (b, lb) in zip(first, second):
         self.assertAllEqual(la, lb)

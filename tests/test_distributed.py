@@ -1,5 +1,8 @@
-"""Horovod for real: 2 ranks agree with 1, a dying rank ends the job, a killed run resumes where an
-uninterrupted run would be, and bad output or data folders stop the run before run_start."""
+"""Horovod for real: 2 ranks agree with 1, the production precision (fp16, XLA, loss scaling, fp16
+allreduce) on 2 ranks, a dying rank ends the job, a killed run resumes where an uninterrupted run would
+be and builds each input pipeline once, and bad output or data folders stop the run before run_start."""
+import glob
+import json
 import signal
 import subprocess
 import sys
@@ -14,23 +17,65 @@ from launch import HOROVODRUN, REPO, env, main_command, run_main
 TINY_SYNTHETIC = ["--flagfile=flags/smoke.cfg", "--train_examples=4000", "--train_epochs=100"]
 
 
-def hvd_run(ranks, *command, timeout=300):
+def hvd_run(ranks, *command, timeout=300, **variables):
   return subprocess.run([str(HOROVODRUN), "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command],
                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                        env=env())
+                        env={**env(), **variables})
 
 
-def test_two_ranks_on_halves_match_one_rank_on_the_whole_batch(tmp_path):
-  weights = {}
-  for ranks in (1, 2):
-    out = tmp_path / f"{ranks}.npz"
-    result = hvd_run(ranks, sys.executable, "tests/step_worker.py", str(out), "fp32")
-    assert result.returncode == 0, result.stdout[-3000:]
-    with np.load(out) as saved:
-      weights[ranks] = [saved[k] for k in sorted(saved.files)]
-  for one, two in zip(weights[1], weights[2]):
-    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
-  assert any(np.abs(w).sum() > 0 for w in weights[1])
+def weights(folder):
+  with np.load(folder / "weights.npz") as saved:
+    return {kind: [saved[f"{kind}_{i}"] for i in range(len(saved.files) // 2)] for kind in ("fp32", "fp16")}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+  """One 2-rank run of tests/step_worker.py: the allreduce checks and the fp16 XLA ResNet-50. XLA compiles
+  without LLVM's expensive optimizations here: 40-50 s per rank instead of 100-200 s, the same graph."""
+  out = tmp_path_factory.mktemp("two_ranks")
+  xla_flags = {"XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+  result = hvd_run(2, sys.executable, "tests/step_worker.py", str(out), "--fp16_resnet", timeout=900, **xla_flags)
+  assert result.returncode == 0, result.stdout[-3000:]
+  return out
+
+
+def test_two_ranks_on_halves_match_one_rank_on_the_whole_batch(two_ranks, tmp_path):
+  result = hvd_run(1, sys.executable, "tests/step_worker.py", str(tmp_path))
+  assert result.returncode == 0, result.stdout[-3000:]
+  one, two = weights(tmp_path)["fp32"], weights(two_ranks)["fp32"]
+  for a, b in zip(one, two):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+  assert any(np.abs(w).sum() > 0 for w in one)
+
+
+def test_the_fp16_allreduce_trains_and_agrees_with_the_fp32_allreduce(two_ranks):
+  found = weights(two_ranks)
+  for fp32, fp16 in zip(found["fp32"], found["fp16"]):
+    np.testing.assert_allclose(fp16, fp32, rtol=2e-3, atol=2e-4)   # gradients rounded to fp16: 2^-11 relative
+  assert any(not np.array_equal(a, b) for a, b in zip(found["fp32"], found["fp16"]))   # it did compress
+
+
+def test_fp16_with_xla_trains_resnet50_and_a_step_that_overflows_is_skipped_counted_and_logged(two_ranks):
+  """mixed_float16 + XLA + LossScaleOptimizer + the Horovod allreduce on the real ResNet-50 (64x64), two steps,
+  the loss scale set to overflow for step 1 only."""
+  with open(two_ranks / "fp16.json") as f:
+    run = json.load(f)
+  assert all(np.isfinite(run["losses"])), run
+  assert run["skipped"] == [1, 1], run
+  assert run["changed_by_step"] == {"1": False, "2": True}, run   # weights and momenta untouched by step 1
+  assert run["step_counter"] == [1, 2], run                       # the skipped step still counts ...
+  assert run["next_lr"] == pytest.approx(run["schedule_next_lr"]), run   # ... and spends its LR: no lag
+  assert run["checksums"][0] == run["checksums"][1]               # both ranks hold the same weights
+  import tensorflow as tf
+  scalars = {}
+  for path in glob.glob(str(two_ranks / "tensorboard" / "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  assert scalars["train/skipped_steps"] == {1: 1, 2: 1}
+  assert scalars["train/loss_scale"] == {1: pytest.approx(3e38 / 2, rel=1e-6), 2: 1024}
+  # the LR logged for step s is the one the optimizer was about to apply after step s - 1
+  assert [scalars["train/learning_rate"][s] for s in (1, 2)] == pytest.approx(run["next_lr"][:2])
 
 
 def test_one_rank_dying_ends_every_rank_with_an_error(tmp_path):
@@ -69,35 +114,84 @@ def tiny_jpegs(tmp_path_factory):
 
 def resume_flags(data, output_dir):
   # evals (and checkpoints) after epochs 2 and 4; a target no 12-image eval this early reaches
-  return ["--flagfile=flags/demo_cpu.cfg", f"--data_dir={data}", "--data_backend=tfdata", "--train_examples=24",
+  return ["--flagfile=flags/demo_cpu.cfg", f"--data_dir={data}", "--data_backend=dali", "--train_examples=24",
           "--eval_examples=12", "--batch_size=4", "--train_epochs=4", "--warmup_epochs=1", "--eval_period=2",
-          "--eval_offset=1", "--target_accuracy=1.0", f"--output_dir={output_dir}", "--log_every=1"]
+          "--eval_offset=1", "--target_accuracy=1.0", f"--output_dir={output_dir}", "--log_every=1",
+          "--checkpoint=block", "--keep_checkpoints=1"]
 
 
-def test_a_killed_run_resumes_at_its_last_checkpoint_like_an_uninterrupted_run(tiny_jpegs, tmp_path):
-  whole = run_main(*resume_flags(tiny_jpegs, tmp_path / "whole"))
-  assert whole.returncode == 1 and '"status": "aborted"' in whole.stdout, whole.stdout[-3000:]
+# tf_rn50.main, recording in order: iterators made over tf.data datasets ("iter"), each call of a sampling
+# stream (each is called once per pipeline that runs: DALI's or tf.data's), and run_start.
+COUNTING_MAIN = """
+import atexit, json, sys
+import tensorflow as tf
+from tf_rn50 import main, mlperf
+from tf_rn50.data import sampling
+events = []
+def recorded(name, function):
+  def call(*args, **kwargs):
+    events.append(name)
+    return function(*args, **kwargs)
+  return call
+for name in ("train_stream", "eval_stream"):
+  setattr(sampling, name, recorded(name, getattr(sampling, name)))
+tf.data.Dataset.__iter__ = recorded("iter", tf.data.Dataset.__iter__)
+start = mlperf.MLPerfLog.start
+mlperf.MLPerfLog.start = lambda log, key, *a, **k: (key == "run_start" and events.append(key), start(log, key, *a, **k))
+atexit.register(lambda: print("PIPELINE_EVENTS " + json.dumps(events), flush=True))
+sys.argv[0] = "tf_rn50.main"
+main.run()
+"""
 
+
+@pytest.fixture(scope="module")
+def whole_run(tiny_jpegs, tmp_path_factory):
+  """The drills' uninterrupted run: 4 epochs of DALI input, evaluated after epochs 2 and 4."""
+  out = tmp_path_factory.mktemp("whole")
+  result = subprocess.run([sys.executable, "-c", COUNTING_MAIN, *resume_flags(tiny_jpegs, out)], cwd=REPO, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+  assert result.returncode == 1 and '"status": "aborted"' in result.stdout, result.stdout[-3000:]
+  return out, json.loads(result.stdout.split("PIPELINE_EVENTS ")[1].splitlines()[0]), result.stdout
+
+
+def test_a_run_with_two_evaluations_builds_each_input_pipeline_once_before_run_start(whole_run):
+  _, events, stdout = whole_run
+  assert "epoch 2: eval top-1" in stdout and "epoch 4: eval top-1" in stdout, stdout[-3000:]
+  assert sorted(events) == ["eval_stream", "iter", "iter", "run_start", "train_stream"], events
+  assert events.index("run_start") > max(i for i, e in enumerate(events) if e == "iter"), events
+
+
+def final_weights(output_dir):
+  import tensorflow as tf
+  path = tf.train.latest_checkpoint(str(output_dir / "checkpoints"))
+  return path, {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+                if name.endswith("VARIABLE_VALUE") and not name.startswith("save_counter")}
+
+
+def test_a_killed_run_resumes_at_its_last_checkpoint_like_an_uninterrupted_run(tiny_jpegs, whole_run, tmp_path):
   cut = tmp_path / "cut"
   job = subprocess.Popen(main_command(*resume_flags(tiny_jpegs, cut)), cwd=REPO, env=env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  state = cut / "checkpoints" / "checkpoint"
   deadline = time.time() + 300
-  while not (cut / "checkpoints" / "ckpt-epoch002.npz").exists():
+  while not (state.exists() and '"ckpt-2"' in state.read_text()):
     assert job.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
     time.sleep(0.1)
   job.kill()                                                   # somewhere in epoch 3
   job.wait()
-  assert not (cut / "checkpoints" / "ckpt-epoch004.npz").exists()
+  assert '"ckpt-4"' not in state.read_text()
 
   resumed = run_main(*resume_flags(tiny_jpegs, cut), "--resume")
   assert "resuming after epoch 2" in resumed.stdout, resumed.stdout[-3000:]
   assert '"first_epoch_num": 3, "epoch_count": 2' in resumed.stdout
   assert "epoch 3/4  step 2/6" in resumed.stdout and "epoch 1/4" not in resumed.stdout
-  with np.load(whole_ckpt := tmp_path / "whole" / "checkpoints" / "ckpt-epoch004.npz") as a, \
-       np.load(cut / "checkpoints" / "ckpt-epoch004.npz") as b:
-    assert a.files == b.files and int(b["epochs_done"]) == 4
-    for key in a.files:
-      np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} of {whole_ckpt}")
+  (whole_path, whole), (cut_path, resumed_weights) = final_weights(whole_run[0]), final_weights(cut)
+  assert whole_path.endswith("ckpt-4") and cut_path.endswith("ckpt-4")
+  assert whole.keys() == resumed_weights.keys() and whole["epochs_done/.ATTRIBUTES/VARIABLE_VALUE"] == 4
+  assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["checkpoint", "ckpt-4.data-00000-of-00001",
+                                                                     "ckpt-4.index"]     # --keep_checkpoints=1
+  for key in whole:
+    np.testing.assert_allclose(resumed_weights[key], whole[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} of {whole_path}")
 
 
 @pytest.mark.parametrize("flag, message", [

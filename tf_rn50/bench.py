@@ -3,6 +3,7 @@
   python -m tf_rn50.bench train [--quick]     # our train step vs keras.applications.ResNet50 + fit
   python -m tf_rn50.bench input [--quick]     # DALI vs tf.data train pipelines vs decode-only
   python -m tf_rn50.bench scaling [--quick]   # horovodrun -np 1 vs -np 2; gradient allreduce
+  python -m tf_rn50.bench loop [--quick]      # host time train.fit adds per step; its device-to-host reads
 
 Contenders run in turn (A, B, C, A, B, C, ...) after one warm-up each, so they share the machine's
 load; a figure is the median of the repetitions. Output lines: "machine", "load", then
@@ -10,6 +11,7 @@ load; a figure is the median of the repetitions. Output lines: "machine", "load"
 docs/benchmarks.md holds the figures of this machine.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -79,20 +81,21 @@ def batches(net, batch_size, image_size, num_classes):
 
 def our_step(precision, xla, *, batch_size, image_size, steps, num_classes):
   """run() -> seconds for `steps` steps of the engine: our model, LARS, train.make_train_step,
-  the loss read back every step as train.fit does."""
+  one read of the tally at the end as train.fit does every --log_every steps."""
   from tf_rn50 import model, optim, train
   net = model.resnet50(num_classes, (image_size, image_size, 3), dtype=precision)
   lars = optim.LARS(optim.WarmupPolyDecay(1.0, 10, 1000, 1e-4, 2))
   lars.build(net.trainable_variables)
-  step = train.make_train_step(net, lars, num_classes=num_classes, label_smoothing=0.1, xla=xla,
+  tally = train.Tally(10, lars)
+  step = train.make_train_step(net, lars, tally, num_classes=num_classes, label_smoothing=0.1, xla=xla,
                                fp16_allreduce=False)
   data = iter(batches(net, batch_size, image_size, num_classes))
 
   def run():
     start = time.perf_counter()
     for _ in range(steps):
-      images, labels = next(data)
-      float(step(images, labels))
+      step(*next(data))
+    tally.read()
     return time.perf_counter() - start
   return run
 
@@ -308,12 +311,25 @@ def start_rank():
 
 def train_worker(args):
   hvd = start_rank()
-  run = our_step("fp32", False, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
-                 num_classes=args.num_classes)
-  per_rank = args.batch_size * args.steps / statistics.median(interleaved({"step": run}, args.reps)["step"])
-  rates = hvd.allgather_object(per_rank)
+  contenders = {"step": our_step("fp32", False, batch_size=args.batch_size, image_size=args.image_size,
+                                 steps=args.steps, num_classes=args.num_classes)}
+  if hvd.size() > 1:   # the step's gradient allreduce alone, as often, interleaved with the steps: its share
+    import tensorflow as tf
+    from tf_rn50 import model
+    shape = (args.image_size, args.image_size, 3)
+    grads = [tf.random.normal(v.shape) for v in model.resnet50(args.num_classes, shape).trainable_variables]
+    allreduce = tf.function(lambda gs: hvd.grouped_allreduce(gs, op=hvd.Average))
+
+    def allreduces():
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        allreduce(grads)[0].numpy()
+      return time.perf_counter() - start
+    contenders["allreduce"] = allreduces
+  seconds = {name: statistics.median(s) / args.steps for name, s in interleaved(contenders, args.reps).items()}
+  rates = hvd.allgather_object(args.batch_size / seconds["step"])
   if hvd.rank() == 0:
-    print("BENCH_RESULT " + json.dumps({"img_per_s": sum(rates), "per_rank": rates}), flush=True)
+    print("BENCH_RESULT " + json.dumps({"img_per_s": sum(rates), "per_rank": rates, "seconds": seconds}), flush=True)
 
 
 def allreduce_worker(args):
@@ -353,14 +369,20 @@ def bench_scaling(args):
   print(f"scaling: horovodrun --gloo, one core and one TF thread per rank, fp32, batch {batch_size} per rank, "
         f"{image_size}x{image_size}, synthetic; each run the median of {reps} repetitions of {steps} steps; "
         f"{rounds} interleaved rounds of (-np 1, -np 2)", flush=True)
-  rates = {1: [], 2: []}
+  rates, seconds = {1: [], 2: []}, []
   for _ in range(rounds):
     for ranks in rates:
-      rates[ranks].append(horovodrun(ranks, "_train_worker", options)["img_per_s"])
+      result = horovodrun(ranks, "_train_worker", options)
+      rates[ranks].append(result["img_per_s"])
+    seconds.append(result["seconds"])
   one = figure("scaling: horovodrun -np 1, total", rates[1], "img/s")
   two = figure("scaling: horovodrun -np 2, total", rates[2], "img/s")
   ratio("scaling: speed-up -np 2 / -np 1", two / one)
   ratio("scaling: weak-scaling efficiency (-np 2) / (2 x -np 1)", two / (2 * one))
+  step = figure("scaling: -np 2, one step (with its gradient allreduce)", [1000 * s["step"] for s in seconds], "ms")
+  alone = figure("scaling: -np 2, the step's gradient allreduce alone (fused, fp32)",
+                 [1000 * s["allreduce"] for s in seconds], "ms")
+  ratio("scaling: allreduce share of a -np 2 step", alone / step)
 
   # Horovod's runtime fuses small allreduces into one buffer (HOROVOD_FUSION_THRESHOLD, 128 MB by
   # default) on its own; a threshold of 0 shows what one collective per tensor really costs
@@ -376,9 +398,102 @@ def bench_scaling(args):
     ratio(f"allreduce {fusion}: fp32 / fp16-compressed time, fused", ms["fused fp32"] / ms["fused fp16"])
 
 
+# --- loop: the host time train.fit adds per step, and its blocking device-to-host reads ------------
+
+@contextlib.contextmanager
+def counted_host_reads():
+  """Counts every copy of an eager tensor's value into Python (.numpy(), float(), int(), bool(), format...):
+  each one blocks the host until the device has computed that value. Yields the list of read shapes."""
+  from tensorflow.python.framework import ops
+  original, reads = ops._EagerTensorBase._numpy, []
+
+  def counted(tensor):
+    reads.append(tuple(tensor.shape))
+    return original(tensor)
+  ops._EagerTensorBase._numpy = counted
+  try:
+    yield reads
+  finally:
+    ops._EagerTensorBase._numpy = original
+
+
+def bench_loop(args):
+  import io
+  import horovod.tensorflow as hvd
+  import keras
+  import tensorflow as tf
+  from tf_rn50 import callbacks, optim, train
+  from tf_rn50.flags import Plan
+  from tf_rn50.mlperf import MLPerfLog
+  hvd.init()   # one rank: no allreduce
+  steps, reps, log_every, batch_size = (200, 3, 20, 8) if args.quick else (1000, 5, 20, 8)
+  # 4 epochs a repetition, one block (no evaluation): the loop, its callbacks and its reads, nothing else.
+  plan = Plan(num_ranks=1, batch_size=batch_size, train_examples=steps // 4 * batch_size, eval_examples=batch_size,
+              train_epochs=4, warmup_epochs=1.0, eval_period=5, eval_offset=4)
+  net = keras.Sequential([keras.Input((16,)), keras.layers.Dense(10)])
+  schedule = optim.WarmupPolyDecay(0.1, plan.warmup_steps, plan.total_steps, 1e-4, 2.0)
+  lars = optim.LARS(schedule)
+  lars.build(net.trainable_variables)
+  tally = train.Tally(10, lars)
+  step = train.make_train_step(net, lars, tally, num_classes=10, label_smoothing=0.1, xla=False, fp16_allreduce=False)
+  data = iter(tf.data.Dataset.from_tensors((tf.random.normal([batch_size, 16]), tf.range(batch_size) % 10)).repeat())
+  eval_step = train.make_eval_step(net, xla=False)
+  print(f"loop: a {net.count_params()}-parameter dense model, batch {batch_size}, LARS, train.make_train_step; "
+        f"{plan.total_steps} steps ({plan.train_epochs} epochs, no evaluation) per repetition, --log_every={log_every}, "
+        f"{reps} repetitions", flush=True)
+
+  outside = []   # per fit repetition: seconds spent outside step() and next(), i.e. in the loop and its callbacks
+
+  def with_fit():
+    inside = [0.0]
+
+    def timed(function):
+      def call(*args):
+        start = time.perf_counter()
+        result = function(*args)
+        inside[0] += time.perf_counter() - start
+        return result
+      return call
+    with tempfile.TemporaryDirectory() as tensorboard, contextlib.redirect_stdout(io.StringIO()):
+      engine = [callbacks.EvalCadence(eval_step=eval_step, eval_batches=None, eval_steps=1, plan=plan, target_accuracy=1.0,
+                                      mllog=MLPerfLog(enabled=False)),
+                callbacks.Checkpoint(None, plan, net, lars, keep=1, enabled=False),
+                callbacks.Progress(plan=plan, learning_rate=schedule.at_step, tensorboard_dir=tensorboard, enabled=True)]
+      start = time.perf_counter()
+      train.fit(timed(step), tally, iter(timed(data.__next__), None), model=net, plan=plan, start_epoch=0,
+                callbacks=keras.callbacks.CallbackList(engine, model=net), log_every=log_every,
+                learning_rate=schedule.at_step)
+      total = time.perf_counter() - start
+    outside.append(total - inside[0])
+    return total
+
+  def bare():
+    start = time.perf_counter()
+    for _ in range(plan.total_steps):
+      step(*next(data))
+    tally.read()
+    return time.perf_counter() - start
+
+  seconds = interleaved({"fit": with_fit, "bare": bare}, reps)
+  per_step = {name: [1e6 * s / plan.total_steps for s in samples] for name, samples in seconds.items()}
+  fit = figure("loop: train.fit with its callbacks (eval cadence, checkpoint off, progress + TensorBoard)",
+               per_step["fit"], "us/step")
+  bare_loop = figure("loop: a bare Python loop over the same compiled step", per_step["bare"], "us/step")
+  ratio("loop: train.fit / bare loop, time per step", fit / bare_loop)
+  added = figure("loop: host time train.fit adds per step (all but step() and next())",
+                 [1e6 * s / plan.total_steps for s in outside[1:]], "us/step")
+  ratio("loop: goal (100 us/step) / host time train.fit adds per step", 100 / added, goal=1.0)
+  with counted_host_reads() as reads:
+    with_fit()
+  per_1000 = 1000 * len(reads) / plan.total_steps
+  figure("loop: blocking device-to-host reads of train.fit", [per_1000], "reads/1000 steps")
+  ratio(f"loop: goal (1000/log_every = {1000 / log_every:g}) / reads per 1000 steps", 1000 / log_every / per_1000,
+        goal=1.0)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("benchmark", choices=["train", "input", "scaling", "_train_worker", "_allreduce_worker"],
+  parser.add_argument("benchmark", choices=["train", "input", "scaling", "loop", "_train_worker", "_allreduce_worker"],
                       help="The _workers run inside horovodrun, started by `scaling`.")
   parser.add_argument("--quick", action="store_true", help="Tiny sizes, fp32 XLA-off only: a smoke run.")
   parser.add_argument("--batch_size", type=int, default=0, help="train/scaling: images per rank (0: default).")
@@ -392,7 +507,7 @@ def main():
     return
   machine()
   load()
-  {"train": bench_train, "input": bench_input, "scaling": bench_scaling}[args.benchmark](args)
+  {"train": bench_train, "input": bench_input, "scaling": bench_scaling, "loop": bench_loop}[args.benchmark](args)
   load()
 
 

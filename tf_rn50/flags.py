@@ -55,9 +55,15 @@ flags.DEFINE_float("target_accuracy", 0.759, "Stop with success at this top-1 ac
 flags.DEFINE_integer("seed", 1, "Random seed (weights, data order, augmentation).")
 flags.DEFINE_string("output_dir", "runs/default", "Run folder: mlperf.log, tensorboard/, checkpoints/.")
 flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --output_dir.")
-flags.DEFINE_integer("log_every", 20, "Print a progress line every this many steps.", lower_bound=1)
+flags.DEFINE_enum("checkpoint", "block", ["block", "none"], "block: rank 0 saves the run's state after each "
+                  "block (evaluation), written off the step loop; none: never (timed MLPerf runs).")
+flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept in --output_dir/checkpoints, newest first.",
+                     lower_bound=1)
+flags.DEFINE_integer("log_every", 20, "Read the loss back from the device and print a progress line every "
+                     "this many steps (and before each evaluation); the loop never waits for a step otherwise.",
+                     lower_bound=1)
 flags.DEFINE_integer("max_nonfinite_steps", 10, "Stop after this many consecutive steps with a "
-                     "non-finite loss.", lower_bound=1)
+                     "non-finite loss (noticed at the next read: up to --log_every - 1 steps later).", lower_bound=1)
 flags.DEFINE_integer("dry_run", 0, "Print the plan for this many ranks as JSON and exit.", lower_bound=0)
 flags.DEFINE_integer("gpus_per_host", 8, "GPUs per host, for --dry_run's placement (a run uses the GPUs it sees).",
                      lower_bound=0)

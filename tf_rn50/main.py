@@ -66,6 +66,7 @@ def main(argv):
   import keras
   import tensorflow as tf
   from tf_rn50 import callbacks, data, devices, model, optim, train
+  from tf_rn50.data import sampling
   from tf_rn50.mlperf import C, MLPerfLog
 
   # One GPU per rank, its local rank's, for TF and DALI; decided before TF touches a device.
@@ -83,12 +84,12 @@ def main(argv):
   checkpoint_dir = os.path.join(FLAGS.output_dir, "checkpoints")
   tensorboard_dir = os.path.join(FLAGS.output_dir, "tensorboard")
   if rank0:
-    for directory in (FLAGS.output_dir, tensorboard_dir, checkpoint_dir):
+    for directory in (FLAGS.output_dir, tensorboard_dir) + ((checkpoint_dir,) if FLAGS.checkpoint == "block" else ()):
       check_writable(directory)
   mllog = MLPerfLog(os.path.join(FLAGS.output_dir, "mlperf.log"), enabled=rank0)
   mllog.submission(FLAGS.submission_org, FLAGS.submission_platform, FLAGS.cache_clear)
 
-  # --- init: everything built and compiled here, no training or validation data read.
+  # --- init: everything built, compiled and started here; no step runs on real data before run_start.
   mllog.start(C.INIT_START)
   mllog.event(C.SEED, FLAGS.seed)
   keras.utils.set_random_seed(FLAGS.seed)
@@ -109,20 +110,32 @@ def main(argv):
   start_epoch = hvd.broadcast_object(start_epoch, root_rank=0)
   train.broadcast_state(net, optimizer)
 
+  # One train and one eval iterator for the whole run: their pipelines are built (and DALI's started) here,
+  # and every evaluation takes the next pass of the endless eval input.
+  eval_batch_size = FLAGS.eval_batch_size or FLAGS.batch_size
   data_args = dict(data_dir=FLAGS.data_dir, data_format=FLAGS.data_format, image_size=FLAGS.image_size,
                    dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, rank=hvd.rank(), size=hvd.size(),
                    threads=FLAGS.dali_threads)
-  train_batches = data.train_dataset(FLAGS.data_backend, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                                     steps_per_epoch=plan.steps_per_epoch, num_examples=plan.train_examples,
-                                     start_epoch=start_epoch, **data_args)
-  eval_batches = data.eval_dataset(FLAGS.data_backend, batch_size=FLAGS.eval_batch_size or FLAGS.batch_size,
-                                   num_examples=plan.eval_examples, **data_args)
-  step = train.make_train_step(net, optimizer, num_classes=FLAGS.num_classes,
+  train_batches = iter(data.train_dataset(FLAGS.data_backend, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                                          steps_per_epoch=plan.steps_per_epoch, num_examples=plan.train_examples,
+                                          start_epoch=start_epoch, **data_args))
+  eval_batches = iter(data.eval_dataset(FLAGS.data_backend, batch_size=eval_batch_size,
+                                        num_examples=plan.eval_examples, **data_args))
+  tally = train.Tally(FLAGS.max_nonfinite_steps, optimizer)
+  step = train.make_train_step(net, optimizer, tally, num_classes=FLAGS.num_classes,
                                label_smoothing=FLAGS.label_smoothing, xla=FLAGS.xla,
                                fp16_allreduce=FLAGS.fp16_allreduce)
   eval_step = train.make_eval_step(net, FLAGS.xla)
-  train.warm_up(step, eval_step, net, optimizer, [FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3],
-                net.inputs[0].dtype)
+  train.warm_up(step, eval_step, net, optimizer, tally,
+                [FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3], net.inputs[0].dtype)
+  cadence = callbacks.EvalCadence(
+      eval_step=eval_step, eval_batches=eval_batches, plan=plan, mllog=mllog, target_accuracy=FLAGS.target_accuracy,
+      eval_steps=sampling.steps_per_epoch(plan.eval_examples, hvd.size(), eval_batch_size), start_epoch=start_epoch)
+  checkpoint = callbacks.Checkpoint(checkpoint_dir, plan, net, optimizer, keep=FLAGS.keep_checkpoints,
+                                    enabled=rank0 and FLAGS.checkpoint == "block")
+  progress = callbacks.Progress(plan=plan, learning_rate=schedule.at_step, tensorboard_dir=tensorboard_dir,
+                                enabled=rank0)
+  callback_list = keras.callbacks.CallbackList([cadence, checkpoint, progress], model=net)
 
   mllog.event(C.MODEL_BN_SPAN, FLAGS.batch_size)
   mllog.hyperparameters(global_batch_size=plan.global_batch_size, base_lr=FLAGS.base_lr, end_lr=FLAGS.end_lr,
@@ -135,19 +148,9 @@ def main(argv):
   mllog.start(C.RUN_START)
   mllog.event(C.TRAIN_SAMPLES, plan.train_examples)
   mllog.event(C.EVAL_SAMPLES, plan.eval_examples)
-  inner = optimizer.inner_optimizer if FLAGS.dtype == "fp16" else optimizer
-  cadence = callbacks.EvalCadence(eval_step=eval_step, eval_batches=eval_batches, plan=plan, mllog=mllog,
-                                  target_accuracy=FLAGS.target_accuracy, start_epoch=start_epoch)
-  progress = callbacks.Progress(
-      plan=plan, learning_rate=schedule.at_step, log_every=FLAGS.log_every, enabled=rank0,
-      tensorboard_dir=tensorboard_dir,
-      loss_scale=(lambda: optimizer.dynamic_scale) if FLAGS.dtype == "fp16" else None,
-      skipped_steps=lambda step_done: step_done - int(inner.iterations))
-  checkpoint = callbacks.Checkpoint(checkpoint_dir, plan, optimizer, enabled=rank0)
-  callback_list = keras.callbacks.CallbackList([cadence, checkpoint, progress], model=net)
   try:
-    train.fit(step, iter(train_batches), model=net, plan=plan, callbacks=callback_list, start_epoch=start_epoch,
-              max_nonfinite_steps=FLAGS.max_nonfinite_steps, learning_rate=schedule.at_step)
+    train.fit(step, tally, train_batches, model=net, plan=plan, callbacks=callback_list, start_epoch=start_epoch,
+              log_every=FLAGS.log_every, learning_rate=schedule.at_step)
   except train.NonFiniteLoss as e:
     mllog.end(C.RUN_STOP, status=C.ABORTED)
     print(f"stopped: {e}", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ reference (and REFERENCE.md's formula) does, and with a per-step schedule the ra
 0.2% of 1 after warmup. tests/test_optim.py pins the update to a NumPy version of the formula.
 """
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -20,15 +21,19 @@ class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
     self.warmup_steps, self.total_steps = warmup_steps, total_steps
 
   def __call__(self, iterations):
-    it = ops.cast(iterations, "float64") + 1.0
-    warm = self.base_lr * it / max(self.warmup_steps, 1)
-    progress = ops.clip((it - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
-    decay = self.end_lr + (self.base_lr - self.end_lr) * (1.0 - progress) ** self.power
-    return ops.where(it <= self.warmup_steps, warm, decay)   # float64; LARS casts it
+    return self.rate(ops.cast(iterations, "float64") + 1.0, ops)   # float64; LARS casts it
 
   def at_step(self, step):
-    """The rate at 1-based step `step`, as a Python float (for the plan and the progress line)."""
-    return float(self(step - 1))
+    """The rate at 1-based step `step`, as a Python float computed on the host (no device op, no sync:
+    for the plan and the progress line)."""
+    return float(self.rate(np.float64(step), np))
+
+  def rate(self, it, xp):
+    """The formula on 1-based steps `it`, with xp = keras.ops (in the optimizer) or numpy (on the host)."""
+    warm = self.base_lr * it / max(self.warmup_steps, 1)
+    progress = xp.clip((it - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+    decay = self.end_lr + (self.base_lr - self.end_lr) * (1.0 - progress) ** self.power
+    return xp.where(it <= self.warmup_steps, warm, decay)
 
   def get_config(self):
     return dict(base_lr=self.base_lr, warmup_steps=self.warmup_steps, total_steps=self.total_steps,

@@ -82,7 +82,5 @@ def train_dataset(records, *, batch_size, image_size, dtype, rank, size, seed, s
 
 def eval_dataset(records, *, batch_size, image_size, dtype, rank, size, threads):
   stream = lambda: sampling.eval_stream(records, rank, size, batch_size, image_size)
-  num_batches = sampling.steps_per_epoch(len(records), size, batch_size)
-  # The input ends after one pass; take() makes the end explicit to tf.data as well.
   return _dataset(stream, batch_size=batch_size, image_size=image_size, dtype=dtype, rank=rank,
-                  threads=threads).take(num_batches)
+                  threads=threads)

@@ -90,9 +90,10 @@ def train_stream(records, rank, size, seed, start_epoch, batch):
 
 
 def eval_stream(records, rank, size, batch, image_size):
-  """One eval pass of (jpeg, meta) for this rank; padding examples have label -1."""
+  """Endless eval passes of (jpeg, meta) for this rank, back to back; padding examples have label -1."""
   order, real = eval_order(len(records), rank, size, batch)
-  for i, is_real in zip(order, real):
-    jpeg, label, (height, width) = records.read(i)
-    label = label if is_real else -1
-    yield jpeg, np.array([label, *center_crop(height, width, image_size), 0], np.int32)
+  while True:
+    for i, is_real in zip(order, real):
+      jpeg, label, (height, width) = records.read(i)
+      label = label if is_real else -1
+      yield jpeg, np.array([label, *center_crop(height, width, image_size), 0], np.int32)

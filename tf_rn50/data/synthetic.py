@@ -22,10 +22,10 @@ def train_dataset(*, batch_size, image_size, dtype, num_classes, rank, seed):
 
 
 def eval_dataset(*, batch_size, image_size, dtype, num_classes, rank, size, num_examples):
-  """One pass over num_examples fake examples sharded like the real eval: example i has label
+  """Endless passes over num_examples fake examples sharded like the real eval: example i has label
   i % num_classes; pads have -1."""
   images = _images(batch_size, image_size, dtype, [0, rank])   # the eval contract has no seed
   order, real = sampling.eval_order(num_examples, rank, size, batch_size)
   labels = tf.where(real, order % num_classes, -1)
   labels = tf.reshape(tf.cast(labels, tf.int32), [-1, batch_size])
-  return tf.data.Dataset.from_tensor_slices(labels).map(lambda batch_labels: (images, batch_labels))
+  return tf.data.Dataset.from_tensor_slices(labels).map(lambda batch_labels: (images, batch_labels)).repeat()
