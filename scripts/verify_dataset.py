@@ -5,8 +5,9 @@
 
 For each split: the index files against the data files, every record's layout, every label in
 range, every image fully decodable (Pillow) and of the size stored beside it (.sizes), TFRecord
-checksums, and the examples per class (a class without training examples is a problem). The format is guessed from the files if not given;
-the class count comes from DIR/classes.txt (written by build_dataset.py) or --num_classes.
+checksums, and the examples per class (a class without training examples is a problem). The format
+is guessed from the files if not given; the class count comes from DIR/classes.txt (written by
+build_dataset.py) or --num_classes.
 """
 import argparse
 import collections

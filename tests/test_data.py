@@ -150,7 +150,8 @@ class SamplingTest(tf.test.TestCase):
   def test_center_crops_are_the_resize_then_crop_window(self):
     # 375x500 at 224: shorter side to 256 scales by 256/375, 224 crop = 328 source pixels.
     self.assertAllEqual(sampling.center_crops(np.array([375, 500]), np.array([500, 375]), 224),
-                        [[(500 - 328) // 2, (375 - 328) // 2, 328, 328], [(375 - 328) // 2, (500 - 328) // 2, 328, 328]])
+                        [[(500 - 328) // 2, (375 - 328) // 2, 328, 328],
+                         [(375 - 328) // 2, (500 - 328) // 2, 328, 328]])
 
   def test_stored_sizes_replace_the_jpeg_headers_and_give_the_same_batches(self):
     root = tempfile.mkdtemp()
@@ -182,8 +183,9 @@ class PlacementTest(tf.test.TestCase):
     gpu = dali.placement(3, "fp16", hw_decoder_load=0.7)
     self.assertEqual((gpu.device_id, gpu.tf_device, gpu.decoder, gpu.tf_type, gpu.tf_prefetch),
                      (3, "/gpu:0", "mixed", tf.float16, 0))
-    self.assertEqual(gpu.decoder_args, dict(hw_decoder_load=0.7, preallocate_width_hint=5980, preallocate_height_hint=6430,
-                                            device_memory_padding=211025920, host_memory_padding=140544512))
+    self.assertEqual(gpu.decoder_args, dict(hw_decoder_load=0.7, preallocate_width_hint=5980,
+                                            preallocate_height_hint=6430, device_memory_padding=211025920,
+                                            host_memory_padding=140544512))
     self.assertEqual(dali.placement(None, "bf16").tf_type, tf.bfloat16)      # cast by tf.data on the CPU
     with self.assertRaisesRegex(ValueError, "use --dtype=fp16 on GPUs"):
       dali.placement(0, "bf16")
@@ -194,10 +196,10 @@ class PlacementTest(tf.test.TestCase):
     for device_id, device in ((None, "cpu"), (0, "gpu")):
       place = dali.placement(device_id, "fp16")
       with Pipeline(batch_size=BATCH, num_threads=1, device_id=device_id):   # the graph only: no CUDA needed
-        for images, labels in (dali._reader_train_graph(found, place, image_size=SIZE, rank=0, size=1),
-                               dali._reader_eval_graph(found, place, image_size=SIZE, rank=0, size=1),
-                               dali._exact_graph(place, image_size=SIZE)):
-          self.assertEqual((images.device, labels.device), (device, device))
+        for sampler in ("dali", "exact"):
+          for train in (True, False):
+            images, labels = dali._graph(found, place, sampler=sampler, train=train, image_size=SIZE, rank=0, size=1)
+            self.assertEqual((images.device, labels.device), (device, device))
 
 
 class PipelineTest(tf.test.TestCase):
@@ -262,8 +264,9 @@ class PipelineTest(tf.test.TestCase):
     found = records.Records(dataset_dir("recordio"), "recordio", "train")
     for size in (1, 2, 3, 5):
       for rank in range(size):
-        pipeline = dali._pipeline(dali._reader_train_graph, dali.placement(None, "fp32"), batch_size=BATCH,
-                                  threads=1, records=found, image_size=SIZE, rank=rank, size=size)
+        pipeline = dali.pipeline(dali._graph, None, batch_size=BATCH, threads=1, records=found,
+                                 place=dali.placement(None, "fp32"), sampler="dali", train=True, image_size=SIZE,
+                                 rank=rank, size=size)
         pipeline.build()
         meta = pipeline.reader_meta("Reader")
         self.assertEqual((meta["epoch_size"], meta["shard_id"], meta["number_of_shards"]), (N_TRAIN, rank, size))
@@ -353,11 +356,11 @@ def write_foreign(folder, examples):
       with tf.io.TFRecordWriter(os.path.join(folder, "tfrecord", f"{name}-{k:05d}-of-{shards:05d}")) as writer:
         for jpeg, label in examples[split][k::shards]:
           height, width = records.jpeg_size(jpeg)
-          feature = {"image/encoded": [jpeg], "image/class/label": [label + 1], "image/height": [height],
-                     "image/width": [width], "image/format": [b"JPEG"], "image/class/synset": [b"n0000"]}
-          writer.write(tf.train.Example(features=tf.train.Features(feature={
-              key: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)) if isinstance(v[0], bytes)
-              else tf.train.Feature(int64_list=tf.train.Int64List(value=v)) for key, v in feature.items()})).SerializeToString())
+          values = {"image/encoded": [jpeg], "image/class/label": [label + 1], "image/height": [height],
+                    "image/width": [width], "image/format": [b"JPEG"], "image/class/synset": [b"n0000"]}
+          feature = {key: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)) if isinstance(v[0], bytes)
+                     else tf.train.Feature(int64_list=tf.train.Int64List(value=v)) for key, v in values.items()}
+          writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     with open(os.path.join(folder, "recordio", f"{split}.rec"), "wb") as rec, \
          open(os.path.join(folder, "recordio", f"{split}.idx"), "w") as idx:
       for key, (jpeg, label) in enumerate(examples[split], 1000):
@@ -388,8 +391,8 @@ class ForeignDatasetTest(tf.test.TestCase):
       for path in PATHS:
         args = dict(kwargs(data_format), data_dir=os.path.join(folder, data_format), num_classes=5)
         backend, sampler = path
-        labels = labels_of(take(data.eval_dataset(backend, **args, rank=0, size=2, num_examples=7, sampler=sampler), 1)
-                           + take(data.eval_dataset(backend, **args, rank=1, size=2, num_examples=7, sampler=sampler), 1))
+        labels = labels_of([batch for rank in range(2) for batch in take(data.eval_dataset(
+            backend, **args, rank=rank, size=2, num_examples=7, sampler=sampler), 1)])
         self.assertAllEqual(np.sort(labels[labels >= 0]), sorted(label for _, label in sources["val"]), msg=f"{path}")
         labels = labels_of(take(data.train_dataset(backend, **args, rank=0, size=1, seed=1, num_examples=11,
                                                    steps_per_epoch=3, sampler=sampler), 3))

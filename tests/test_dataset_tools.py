@@ -80,7 +80,8 @@ class BuildTest(tf.test.TestCase):
 
   def test_build_converts_png_and_cmyk_disguised_as_jpeg(self):
     pixels = skimage.data.astronaut()[:30, :50]
-    png, cmyk = os.path.join(self.src, "train", "c000", "png.JPEG"), os.path.join(self.src, "train", "c001", "cmyk.JPEG")
+    png = os.path.join(self.src, "train", "c000", "png.JPEG")
+    cmyk = os.path.join(self.src, "train", "c001", "cmyk.JPEG")
     Image.fromarray(pixels).save(png, "PNG")
     Image.fromarray(pixels).convert("CMYK").save(cmyk, "JPEG")
     out = os.path.join(self.root, "out")
@@ -111,12 +112,14 @@ class BuildTest(tf.test.TestCase):
     with open(plain, "w") as f:
       f.write("".join(f"{name} {wnid}\n" for name, wnid in labels.items()))
     with open(names, "w") as f:
-      f.write("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn02119789 kit fox, Vulpes macrotis\n"
-              "n09999999 unused\n")
-    expected = sorted((open(os.path.join(src, "val", name), "rb").read(), wnids.index(wnid)) for name, wnid in labels.items())
+      f.write("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+              "n02119789 kit fox, Vulpes macrotis\nn09999999 unused\n")
+    expected = sorted((open(os.path.join(src, "val", name), "rb").read(), wnids.index(wnid))
+                      for name, wnid in labels.items())
     for data_format, val_labels in (("recordio", kaggle), ("tfrecord", plain)):
       out = os.path.join(self.root, f"ilsvrc_{data_format}")
-      build_dataset.build(src, out, data_format, images_per_shard=4, workers=2, val_labels=val_labels, synset_words=names)
+      build_dataset.build(src, out, data_format, images_per_shard=4, workers=2, val_labels=val_labels,
+                          synset_words=names)
       found = records.Records(out, data_format, "val", num_classes=3)
       self.assertEqual(sorted(found.read(i)[:2] for i in range(len(found))), expected)
       self.assertLen(records.Records(out, data_format, "train", num_classes=3), 9)
@@ -221,7 +224,7 @@ class BadInputTest(tf.test.TestCase):
     # An index of another file: offsets that do not start records.
     folder, path = self.write("recordio", [(jpeg(), 0), (jpeg(80, 90), 1)])
     open(records.index_path(path), "w").write("0\t100\n")
-    self.assertReadFails(folder, "recordio", f"{records.sizes_path(path)}: stale sizes for {path}: 4 numbers for 1 records")
+    self.assertReadFails(folder, "recordio", f"{records.sizes_path(path)}: stale sizes for {path}: 4 numbers")
     os.remove(records.sizes_path(path))
     self.assertReadFails(folder, "recordio", f"{path}: record 0 \\(offset 100\\): bad RecordIO magic")
 
@@ -250,10 +253,11 @@ class BadInputTest(tf.test.TestCase):
     # layer adds the file and the pointer to verify_dataset.py.
     for data_format in ("recordio", "tfrecord"):
       folder, path = self.write(data_format, [(jpeg(), 0), (b"\xff\xd8\xff\xe0 broken", 1)])
+      reader_message = (f"(?s)decoders.image_random_crop.*while reading {path}: a corrupt record or JPEG\\? "
+                        f"scripts/verify_dataset.py {folder}")
       for backend, sampler, message in (("tfdata", "exact", f"{path}: record 1 .*corrupt JPEG"),
                                         ("dali", "exact", f"{path}: record 1 .*corrupt JPEG"),
-                                        ("dali", "dali", f"(?s)decoders.image_random_crop.*while reading {path}: "
-                                                         f"a corrupt record or JPEG\\? scripts/verify_dataset.py {folder}")):
+                                        ("dali", "dali", reader_message)):
         dataset = data.train_dataset(backend, data_dir=folder, data_format=data_format, batch_size=2, image_size=32,
                                      dtype="fp32", num_classes=3, rank=0, size=1, seed=0, steps_per_epoch=1,
                                      num_examples=2, threads=1, sampler=sampler)

@@ -43,6 +43,8 @@ def test_the_dry_run_scales_with_ranks():
     (["--warmup_epochs=40"], "--warmup_epochs must be smaller than --train_epochs"),
     (["--data_backend=synthetic", "--train_examples=0"], "need --train_examples and --eval_examples"),
     (["--data_dir="], "--data_dir is required"),
+    (["--data_backend=tfdata"], "--data_sampler=dali reads with DALI's readers and needs --data_backend=dali"),
+    (["--dali_hw_decoder_load=1.5"], "flag --dali_hw_decoder_load=1.5"),
 ])
 def test_bad_values_stop_at_start_naming_the_flag(flags, message):
   result = main("--flagfile=flags/nf5488.cfg", *flags)

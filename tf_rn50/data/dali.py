@@ -60,14 +60,15 @@ def placement(device_id, dtype, hw_decoder_load=0.65):
   dataset (DALI's docs: tf.data has no GPU kernels; a GPU DALIDataset is prefetched by DALI's own
   queue in device memory, PREFETCH batches deep). DALI has no bfloat16: on the CPU a tf.data cast
   follows; on a GPU there is none, so bf16 is refused there."""
+  dali_type = types.FLOAT16 if dtype == "fp16" else types.FLOAT
+  tf_type = {"fp32": tf.float32, "fp16": tf.float16, "bf16": tf.bfloat16}[dtype]
   if device_id is None:
-    return Placement(None, "/cpu:0", "cpu", {}, types.FLOAT16 if dtype == "fp16" else types.FLOAT,
-                     {"fp32": tf.float32, "fp16": tf.float16, "bf16": tf.bfloat16}[dtype], PREFETCH)
+    return Placement(None, "/cpu:0", "cpu", {}, dali_type, tf_type, PREFETCH)
   if dtype == "bf16":
     raise ValueError("--dtype=bf16: DALI has no bfloat16 output and a GPU DALIDataset takes no cast after it; "
                      "use --dtype=fp16 on GPUs")
   return Placement(device_id, "/gpu:0", "mixed", dict(hw_decoder_load=hw_decoder_load, **GPU_DECODER_HINTS),
-                   types.FLOAT16 if dtype == "fp16" else types.FLOAT, {"fp32": tf.float32, "fp16": tf.float16}[dtype], 0)
+                   dali_type, tf_type, 0)
 
 
 def _read(records, *, rank, size, shuffle):
@@ -85,53 +86,21 @@ def _read(records, *, rank, size, shuffle):
   return jpegs, fn.cast(labels, dtype=types.INT32)
 
 
-def _decode_args(place):
-  # TF's decoder ignores EXIF orientation; so do these, for the same pixels on every path.
-  return dict(device=place.decoder, output_type=types.RGB, adjust_orientation=False, **place.decoder_args)
-
-
-def _finish(images, labels, place, **normalize):
-  images = fn.crop_mirror_normalize(images, mean=list(sampling.MEAN), std=list(sampling.STD),
-                                    dtype=place.dali_type, output_layout="HWC", **normalize)
-  return images, labels if place.device_id is None else labels.gpu()
-
-
-def _square(images, image_size):
-  return fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True)
-
-
-def _reader_train_graph(records, place, *, image_size, rank, size):
-  jpegs, labels = _read(records, rank=rank, size=size, shuffle=True)
-  images = fn.decoders.image_random_crop(jpegs, random_area=list(sampling.AREA), random_aspect_ratio=list(sampling.ASPECT),
-                                         num_attempts=sampling.CROP_ATTEMPTS, **_decode_args(place))
-  return _finish(_square(images, image_size), labels, place, mirror=fn.random.coin_flip(probability=0.5))
-
-
-def _reader_eval_graph(records, place, *, image_size, rank, size):
-  jpegs, labels = _read(records, rank=rank, size=size, shuffle=False)
-  real = fn.external_source(name="real", dtype=types.INT32, ndim=0, batch=True)
-  labels = labels * real + real - 1                      # pads (real = 0): -1
-  images = fn.resize(fn.decoders.image(jpegs, **_decode_args(place)), interp_type=types.INTERP_LINEAR,
-                     antialias=True, resize_shorter=round(image_size * sampling.EVAL_RESIZE))
-  return _finish(images, labels, place, crop=(image_size, image_size))
-
-
-def _exact_graph(place, *, image_size):
-  raw = fn.external_source(name="samples", dtype=types.UINT8, ndim=1, batch=False)
-  meta = fn.reinterpret(fn.slice(raw, start=[0], shape=[META_BYTES], axes=[0]), dtype=types.INT32)
-  jpeg = fn.slice(raw, start=[META_BYTES], end=[2**31 - 1], axes=[0], out_of_bounds_policy="trim_to_shape")
-  images = fn.decoders.image_slice(jpeg, meta[1:3], meta[3:5], axis_names="WH", **_decode_args(place))
-  return _finish(_square(images, image_size), meta[0], place, mirror=meta[5])
-
-
-def _pipeline(graph, place, *, batch_size, threads, seed=None, **graph_args):
-  return pipeline_def(graph, batch_size=batch_size, num_threads=threads, device_id=place.device_id, seed=seed,
-                      prefetch_queue_depth=PREFETCH)(place=place, **graph_args)
-
-
-def _on(place, dataset):
-  """An input dataset (built on the CPU) where the DALIDataset is."""
-  return dataset if place.device_id is None else dataset.apply(tf.data.experimental.copy_to_device(place.tf_device))
+def feed(records, sampler, *, train, rank, size):
+  """A path's input as DALI's decoder gets it, inside a pipeline: (JPEG bytes, labels, meta). meta is
+  the exact sampler's int32 [label, x, y, width, height, flip]; None for DALI's readers (the decoder
+  crops). Eval pads have label -1: the exact sampler marks them; for the reader, the "real" input
+  (feed_inputs) is 0 at the positions of a pass past the shard's size."""
+  if sampler == "exact":
+    raw = fn.external_source(name="samples", dtype=types.UINT8, ndim=1, batch=False)
+    meta = fn.reinterpret(fn.slice(raw, start=[0], shape=[META_BYTES], axes=[0]), dtype=types.INT32)
+    jpeg = fn.slice(raw, start=[META_BYTES], end=[2**31 - 1], axes=[0], out_of_bounds_policy="trim_to_shape")
+    return jpeg, meta[0], meta
+  jpegs, labels = _read(records, rank=rank, size=size, shuffle=train)
+  if not train:
+    real = fn.external_source(name="real", dtype=types.INT32, ndim=0, batch=True)
+    labels = labels * real + real - 1
+  return jpegs, labels, None
 
 
 def _exact_samples(batches):
@@ -140,26 +109,67 @@ def _exact_samples(batches):
   def packed():
     for jpegs, metas in batches():
       yield [meta.tobytes() + jpeg for meta, jpeg in zip(metas, jpegs)]
+  samples = tf.data.Dataset.from_generator(packed, output_signature=tf.TensorSpec([None], tf.string))
+  return samples.unbatch().map(lambda sample: tf.io.decode_raw(sample, tf.uint8))
+
+
+def feed_inputs(records, sampler, *, train, rank, size, batch_size, image_size, seed=0, start_epoch=0):
+  """{external source name: (tf.data.Dataset on the CPU, batch mode)} that feed() needs."""
   with tf.device("/cpu:0"):
-    samples = tf.data.Dataset.from_generator(packed, output_signature=tf.TensorSpec([None], tf.string))
-    return samples.unbatch().map(lambda sample: tf.io.decode_raw(sample, tf.uint8))
+    if sampler == "exact":
+      if train:
+        batches = lambda: sampling.train_batches(records, rank, size, seed, start_epoch, batch_size)
+      else:
+        batches = lambda: sampling.eval_batches(records, rank, size, batch_size, image_size)
+      return {"samples": (_exact_samples(batches), False)}
+    if train:
+      return {}
+    _, real = sampling.eval_order(len(records), rank, size, batch_size)
+    return {"real": (tf.data.Dataset.from_tensor_slices(real.reshape(-1, batch_size).astype(np.int32)).repeat(), True)}
 
 
-def _dataset(records, pipeline, place, *, batch_size, image_size, inputs=None):
-  """The DALIDataset of a pipeline over `records`, prefetched on its device; `inputs` feed its
-  external sources."""
-  args = dict(pipeline=pipeline, batch_size=batch_size, device_id=place.device_id,
-              output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
-              output_dtypes=(tf.float16 if place.dali_type == types.FLOAT16 else tf.float32, tf.int32))
+def _decode_args(place):
+  # TF's decoder ignores EXIF orientation; so do these, for the same pixels on every path.
+  return dict(device=place.decoder, output_type=types.RGB, adjust_orientation=False, **place.decoder_args)
+
+
+def _graph(records, place, *, sampler, train, image_size, rank, size):
+  """The whole pipeline: feed, decode (and crop), resize to image_size, mirror, normalize."""
+  jpegs, labels, meta = feed(records, sampler, train=train, rank=rank, size=size)
+  square = dict(size=[image_size, image_size], interp_type=types.INTERP_LINEAR, antialias=True)
+  if meta is not None:
+    images = fn.decoders.image_slice(jpegs, meta[1:3], meta[3:5], axis_names="WH", **_decode_args(place))
+    images, normalize = fn.resize(images, **square), dict(mirror=meta[5])
+  elif train:
+    images = fn.decoders.image_random_crop(jpegs, random_area=list(sampling.AREA),
+                                           random_aspect_ratio=list(sampling.ASPECT),
+                                           num_attempts=sampling.CROP_ATTEMPTS, **_decode_args(place))
+    images, normalize = fn.resize(images, **square), dict(mirror=fn.random.coin_flip(probability=0.5))
+  else:
+    images = fn.resize(fn.decoders.image(jpegs, **_decode_args(place)), interp_type=types.INTERP_LINEAR,
+                       antialias=True, resize_shorter=round(image_size * sampling.EVAL_RESIZE))
+    normalize = dict(crop=(image_size, image_size))
+  images = fn.crop_mirror_normalize(images, mean=list(sampling.MEAN), std=list(sampling.STD),
+                                    dtype=place.dali_type, output_layout="HWC", **normalize)
+  return images, labels if place.device_id is None else labels.gpu()
+
+
+def pipeline(graph, device_id, *, batch_size, threads, seed=None, **graph_args):
+  """The DALI pipeline of graph(**graph_args) on DALI device `device_id`."""
+  return pipeline_def(graph, batch_size=batch_size, num_threads=threads, device_id=device_id, seed=seed,
+                      prefetch_queue_depth=PREFETCH)(**graph_args)
+
+
+def dali_dataset(pipe, place, inputs, **args):
+  """The DALIDataset of a pipeline on place's device, its inputs (feed_inputs) moved there."""
   with tf.device(place.tf_device):
-    if inputs:
-      dataset = dali_tf.experimental.DALIDatasetWithInputs(input_datasets={
-          name: dali_tf.experimental.Input(_on(place, d), batch=batch) for name, (d, batch) in inputs.items()}, **args)
-    else:
-      dataset = dali_tf.DALIDataset(**args)
-  if place.tf_type == tf.bfloat16:
-    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.bfloat16), labels))
-  return _Explained(dataset.prefetch(place.tf_prefetch) if place.tf_prefetch else dataset, records)
+    if not inputs:
+      return dali_tf.DALIDataset(pipeline=pipe, device_id=place.device_id, **args)
+    if place.device_id is not None:
+      inputs = {name: (d.apply(tf.data.experimental.copy_to_device(place.tf_device)), batch)
+                for name, (d, batch) in inputs.items()}
+    return dali_tf.experimental.DALIDatasetWithInputs(pipeline=pipe, device_id=place.device_id, input_datasets={
+        name: dali_tf.experimental.Input(d, batch=batch) for name, (d, batch) in inputs.items()}, **args)
 
 
 class _Explained(dataset_ops.UnaryUnchangedStructureDataset):
@@ -197,32 +207,28 @@ def _reader_seed(seed, rank, start_epoch):
   return int(np.random.SeedSequence([seed, rank, start_epoch]).generate_state(1)[0] >> 1)
 
 
-def train_dataset(records, *, sampler, batch_size, image_size, dtype, rank, size, seed, start_epoch, threads,
-                  device_id, hw_decoder_load):
+def _dataset(records, *, sampler, train, batch_size, image_size, dtype, rank, size, threads, device_id,
+             hw_decoder_load, seed=0, start_epoch=0):
   place = placement(device_id, dtype, hw_decoder_load)
-  shape = dict(batch_size=batch_size, image_size=image_size)
-  run = dict(batch_size=batch_size, threads=threads)
-  if sampler == "dali":
-    pipeline = _pipeline(_reader_train_graph, place, **run, seed=_reader_seed(seed, rank, start_epoch), records=records,
-                         image_size=image_size, rank=rank, size=size)
-    return _dataset(records, pipeline, place, **shape)
-  batches = lambda: sampling.train_batches(records, rank, size, seed, start_epoch, batch_size)
-  return _dataset(records, _pipeline(_exact_graph, place, **run, image_size=image_size), place,
-                  inputs={"samples": (_exact_samples(batches), False)}, **shape)
+  pipe = pipeline(_graph, place.device_id, batch_size=batch_size, threads=threads,
+                  seed=_reader_seed(seed, rank, start_epoch),
+                  records=records, place=place, sampler=sampler, train=train, image_size=image_size, rank=rank,
+                  size=size)
+  inputs = feed_inputs(records, sampler, train=train, rank=rank, size=size, batch_size=batch_size,
+                       image_size=image_size, seed=seed, start_epoch=start_epoch)
+  dataset = dali_dataset(pipe, place, inputs, batch_size=batch_size,
+                         output_shapes=((batch_size, image_size, image_size, 3), (batch_size,)),
+                         output_dtypes=(tf.float16 if place.dali_type == types.FLOAT16 else tf.float32, tf.int32))
+  if place.tf_type == tf.bfloat16:
+    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.bfloat16), labels))
+  return _Explained(dataset.prefetch(place.tf_prefetch) if place.tf_prefetch else dataset, records)
 
 
-def eval_dataset(records, *, sampler, batch_size, image_size, dtype, rank, size, threads, device_id,
-                 hw_decoder_load):
-  place = placement(device_id, dtype, hw_decoder_load)
-  shape = dict(batch_size=batch_size, image_size=image_size)
-  run = dict(batch_size=batch_size, threads=threads)
-  if sampler == "dali":
-    _, real = sampling.eval_order(len(records), rank, size, batch_size)
-    with tf.device("/cpu:0"):
-      masks = tf.data.Dataset.from_tensor_slices(real.reshape(-1, batch_size).astype(np.int32)).repeat()
-    pipeline = _pipeline(_reader_eval_graph, place, **run, records=records, image_size=image_size, rank=rank,
-                         size=size)
-    return _dataset(records, pipeline, place, inputs={"real": (masks, True)}, **shape)
-  batches = lambda: sampling.eval_batches(records, rank, size, batch_size, image_size)
-  return _dataset(records, _pipeline(_exact_graph, place, **run, image_size=image_size), place,
-                  inputs={"samples": (_exact_samples(batches), False)}, **shape)
+def train_dataset(records, **args):
+  """Endless training batches of this rank (see the module's docstring for the samplers)."""
+  return _dataset(records, train=True, **args)
+
+
+def eval_dataset(records, **args):
+  """Endless eval passes of this rank, back to back; pads have label -1."""
+  return _dataset(records, train=False, **args)

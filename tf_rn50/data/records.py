@@ -211,7 +211,8 @@ class Records:
     """The data files in a few words, for messages."""
     if len(self.paths) == 1:
       return self.paths[0]
-    return f"the {len(self.paths)} files {os.path.basename(self.paths[0])} ... {os.path.basename(self.paths[-1])} in {self.data_dir}"
+    first, last = (os.path.basename(p) for p in (self.paths[0], self.paths[-1]))
+    return f"the {len(self.paths)} files {first} ... {last} in {self.data_dir}"
 
   def where(self, i):
     return f"{self.paths[self.file[i]]}: record {self.record[i]} (offset {self.offset[i]})"
@@ -236,7 +237,8 @@ class Records:
       self._fds[path] = os.open(path, os.O_RDONLY)
     raw = os.pread(self._fds[path], int(self.size[i]), int(self.offset[i]))
     if len(raw) != self.size[i]:
-      raise DataError(f"{self.where(i)}: file ends after {len(raw)} of the record's {self.size[i]} bytes (stale index?)")
+      raise DataError(f"{self.where(i)}: file ends after {len(raw)} of the record's {self.size[i]} bytes "
+                      "(stale index?)")
     return self._checked(i, self._parse, raw)
 
   def _checked(self, i, parse, data):
