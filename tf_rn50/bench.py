@@ -383,7 +383,7 @@ def bench_feed(args):
     print(f"feed: per rank on one core (this process pinned to CPU {min(os.sched_getaffinity(0))}, DALI num_threads "
           f"1); rates per second of this process's CPU time, so that the machine's other load does not count; "
           f"{num_files} JPEGs of ~500x375 averaging {kilobytes:.0f} KB ({distinct} distinct) as RecordIO and "
-          f"TFRecord ({-(-num_files // 128)} shards); batch {batch_size}, {count} timed batches per repetition "
+          f"TFRecord (shards of 128); batch {batch_size}, {count} timed batches per repetition "
           f"after {SKIP_BATCHES} untimed, {reps} repetitions. Feed: the samples handed to DALI's decoder, "
           "nothing decoded", flush=True)
     found = {(f, split): records.Records(os.path.join(folder, f), f, split)
