@@ -4,9 +4,10 @@
   scripts/verify_dataset.py DIR [--format recordio|tfrecord] [--num_classes N]
 
 For each split: the index files against the data files, every record's layout, every label in
-range, every image fully decodable (Pillow), TFRecord checksums, and the examples per class (a
-class without training examples is a problem). The format is guessed from the files if not given;
-the class count comes from DIR/classes.txt (written by build_dataset.py) or --num_classes.
+range, every image fully decodable (Pillow) and of the size stored beside it (.sizes), TFRecord
+checksums, and the examples per class (a class without training examples is a problem). The format
+is guessed from the files if not given; the class count comes from DIR/classes.txt (written by
+build_dataset.py) or --num_classes.
 """
 import argparse
 import collections
@@ -35,9 +36,13 @@ def check_chunk(bounds):
   problems, counts = [], collections.Counter()
   for i in range(*bounds):
     try:
-      jpeg, label, _ = _records.read(i)
+      jpeg, label, shape = _records.read(i)
       with Image.open(io.BytesIO(jpeg)) as image:
         image.load()
+      if (image.height, image.width) != shape:
+        problems.append(f"{_records.where(i)}: the stored size {shape[0]}x{shape[1]} (height x width) is not the "
+                        f"JPEG's {image.height}x{image.width} (a stale .sizes file? delete it)")
+        continue
       counts[label] += 1
     except records.DataError as e:
       problems.append(str(e))

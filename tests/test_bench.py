@@ -10,7 +10,7 @@ import sys
 import unittest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|ms|us/step|reads/1000 steps)  \(reps: ([^)]*)\)$")
+FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|samples/s|ms|us/step|reads/1000 steps)  \(reps: ([^)]*)\)$")
 RATIO = re.compile(r"^ratio   (.+?) +(\S+)x(  \[goal >= \S+: (met|MISSED)\])?$")
 
 
@@ -54,6 +54,11 @@ class QuickBenchmarksTest(unittest.TestCase):
 
   def test_input(self):
     self.check("input", 6, 6, ["DALI train / DALI whole-image decode-only", "tf.data train / DALI train"])
+
+  def test_feed(self):
+    # 2 samplers x train/eval x 2 formats, the exact sampler alone, 4 full train pipelines.
+    self.check("feed", 13, 3, ["dali sampler, train, recordio (flags/nf5488.cfg) / 12,000 samples/s",
+                               "exact sampler, train, recordio / 12,000 samples/s"])
 
   def test_scaling(self):
     # -np 1, -np 2, the -np 2 step and its allreduce; fused/unfused x fp32/fp16 allreduce (runtime fusion on

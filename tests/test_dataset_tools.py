@@ -1,10 +1,12 @@
 """scripts/build_dataset.py, verify_dataset.py, make_demo_data.py, and the messages for bad input."""
+import contextlib
 import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 import skimage.data
 import tensorflow as tf
@@ -27,8 +29,27 @@ def jpeg(height=40, width=56, **save_args):
 
 
 def run_script(name, *args):
-  return subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args],
-                        capture_output=True, text=True, timeout=300)
+  # PYTHONPATH: this checkout's tf_rn50, not the one an editable install points to.
+  return subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args], capture_output=True, text=True,
+                        timeout=300, env={**os.environ, "PYTHONPATH": os.path.dirname(SCRIPTS)})
+
+
+def write_ilsvrc(root, wnids, train_per_class, val_per_class):
+  """A tiny ILSVRC2012 tree as downloaded: train/<wnid>/<wnid>_<n>.JPEG and a flat
+  val/ILSVRC2012_val_<n>.JPEG; returns {val file: wnid}."""
+  labels = {}
+  for c, wnid in enumerate(wnids):
+    os.makedirs(os.path.join(root, "train", wnid))
+    for i in range(train_per_class):
+      with open(os.path.join(root, "train", wnid, f"{wnid}_{i}.JPEG"), "wb") as f:
+        f.write(jpeg(30 + 5 * c, 40 + i))
+  os.makedirs(os.path.join(root, "val"))
+  for n in range(val_per_class * len(wnids)):
+    name = f"ILSVRC2012_val_{n + 1:08d}.JPEG"
+    labels[name] = wnids[(n * 7) % len(wnids)]
+    with open(os.path.join(root, "val", name), "wb") as f:
+      f.write(jpeg(32, 33 + n))
+  return labels
 
 
 class BuildTest(tf.test.TestCase):
@@ -59,16 +80,64 @@ class BuildTest(tf.test.TestCase):
 
   def test_build_converts_png_and_cmyk_disguised_as_jpeg(self):
     pixels = skimage.data.astronaut()[:30, :50]
-    Image.fromarray(pixels).save(os.path.join(self.src, "train", "c000", "png.JPEG"), "PNG")
-    Image.fromarray(pixels).convert("CMYK").save(os.path.join(self.src, "train", "c001", "cmyk.JPEG"), "JPEG")
+    png = os.path.join(self.src, "train", "c000", "png.JPEG")
+    cmyk = os.path.join(self.src, "train", "c001", "cmyk.JPEG")
+    Image.fromarray(pixels).save(png, "PNG")
+    Image.fromarray(pixels).convert("CMYK").save(cmyk, "JPEG")
     out = os.path.join(self.root, "out")
-    build_dataset.build(self.src, out, "recordio", workers=1)
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+      build_dataset.build(self.src, out, "recordio", workers=1)
+    for path, kind in ((png, "a PNG image in RGB"), (cmyk, "a JPEG image in CMYK")):
+      self.assertIn(f"{path}: {kind}, not an RGB or grayscale JPEG: stored converted to an RGB JPEG (quality 95)",
+                    log.getvalue())
+    self.assertRegex(log.getvalue(), r"recordio train \[#{30}\] 14/14 \d+/s ETA 0:00:00\n")
     found = records.Records(out, "recordio", "train", num_classes=3)
     self.assertLen(found, 14)
     for i in range(len(found)):
       with Image.open(io.BytesIO(found.read(i)[0])) as image:
         self.assertEqual(image.format, "JPEG")
         self.assertIn(image.mode, ("RGB", "L"))
+        self.assertEqual(image.size[::-1], tuple(found.shapes[i]))          # the stored sizes
+
+  def test_build_takes_the_ilsvrc2012_layout_with_its_val_labels_and_class_names(self):
+    wnids = ["n01440764", "n01443537", "n02119789"]
+    src = os.path.join(self.root, "ilsvrc")
+    shutil.rmtree(src, ignore_errors=True)
+    labels = write_ilsvrc(src, wnids, 3, 2)
+    kaggle, plain, names = (os.path.join(self.root, f) for f in ("LOC_val_solution.csv", "val.txt", "synset_words.txt"))
+    with open(kaggle, "w") as f:       # Kaggle's: no extension, the wnid first among the boxes
+      f.write("ImageId,PredictionString\n" + "".join(
+          f"{os.path.splitext(name)[0]},{wnid} 12 30 200 180 {wnid} 1 2 3 4 \n" for name, wnid in labels.items()))
+    with open(plain, "w") as f:
+      f.write("".join(f"{name} {wnid}\n" for name, wnid in labels.items()))
+    with open(names, "w") as f:
+      f.write("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+              "n02119789 kit fox, Vulpes macrotis\nn09999999 unused\n")
+    expected = sorted((open(os.path.join(src, "val", name), "rb").read(), wnids.index(wnid))
+                      for name, wnid in labels.items())
+    for data_format, val_labels in (("recordio", kaggle), ("tfrecord", plain)):
+      out = os.path.join(self.root, f"ilsvrc_{data_format}")
+      build_dataset.build(src, out, data_format, images_per_shard=4, workers=2, val_labels=val_labels,
+                          synset_words=names)
+      found = records.Records(out, data_format, "val", num_classes=3)
+      self.assertEqual(sorted(found.read(i)[:2] for i in range(len(found))), expected)
+      self.assertLen(records.Records(out, data_format, "train", num_classes=3), 9)
+      self.assertEqual(open(os.path.join(out, "classes.txt")).read(),
+                       "n01440764\ttench, Tinca tinca\nn01443537\tgoldfish, Carassius auratus\n"
+                       "n02119789\tkit fox, Vulpes macrotis\n")
+    with open(plain, "a") as f:
+      f.write("ILSVRC2012_val_00000099.JPEG n01440764\n")
+    os.remove(os.path.join(src, "val", "ILSVRC2012_val_00000002.JPEG"))
+    with open(os.path.join(src, "val", "stray.JPEG"), "wb") as f:
+      f.write(jpeg())
+    with self.assertRaises(SystemExit) as raised:
+      build_dataset.build(src, os.path.join(self.root, "bad"), "recordio", workers=1, val_labels=plain)
+    self.assertIn("1 files in " + os.path.join(src, "val") + " have no label in " + plain + ", e.g. ['stray.JPEG']",
+                  str(raised.exception))
+    self.assertIn("2 files labelled in " + plain, str(raised.exception))
+    with self.assertRaisesRegex(SystemExit, "holds the images themselves: pass --val_labels"):
+      build_dataset.build(src, os.path.join(self.root, "bad"), "recordio", workers=1)
 
   def test_build_stops_on_undecodable_sources_and_lists_them_all(self):
     bad = [os.path.join(self.src, "train", "c000", "garbage.JPEG"),
@@ -137,8 +206,15 @@ class BadInputTest(tf.test.TestCase):
       idx = records.index_path(path)
       lines = open(idx).read()
       os.remove(idx)
-      with self.assertRaisesRegex(records.DataError, f"{idx}: missing index for {path}"):
-        data.count_examples(folder, data_format, "train")
+      if data_format == "recordio":
+        with self.assertRaisesRegex(records.DataError, f"{idx}: missing index for {path}"):
+          data.count_examples(folder, data_format, "train")
+      else:                                          # a TFRecord shard gets its DALI index written
+        log = io.StringIO()
+        with contextlib.redirect_stderr(log):
+          self.assertEqual(data.count_examples(folder, data_format, "train"), 2)
+        self.assertEqual(log.getvalue(), f"{path}: no DALI index; wrote {idx} (2 records, tfrecord2idx format)\n")
+        self.assertEqual(open(idx).read(), lines)
       open(idx, "w").close()
       with self.assertRaisesRegex(records.DataError, f"{idx}: empty index"):
         data.count_examples(folder, data_format, "train")
@@ -148,16 +224,54 @@ class BadInputTest(tf.test.TestCase):
     # An index of another file: offsets that do not start records.
     folder, path = self.write("recordio", [(jpeg(), 0), (jpeg(80, 90), 1)])
     open(records.index_path(path), "w").write("0\t100\n")
+    self.assertReadFails(folder, "recordio", f"{records.sizes_path(path)}: stale sizes for {path}: 4 numbers")
+    os.remove(records.sizes_path(path))
     self.assertReadFails(folder, "recordio", f"{path}: record 0 \\(offset 100\\): bad RecordIO magic")
 
+  def test_a_tfrecord_index_goes_to_the_cache_when_the_folder_is_read_only(self):
+    folder, path = self.write("tfrecord", [(jpeg(), 0), (jpeg(), 1), (jpeg(), 2)])
+    lines = open(records.index_path(path)).read()
+    os.remove(records.index_path(path))
+    cache = os.path.join(self.get_temp_dir(), "index_cache")
+    write = records._write_atomically
+
+    def read_only(index, text):                      # root ignores file modes: refuse like a read-only mount
+      if os.path.dirname(index) == folder:
+        raise OSError(30, "Read-only file system", index)
+      write(index, text)
+    with mock.patch.object(records, "INDEX_CACHE", cache), mock.patch.object(records, "_write_atomically", read_only):
+      log = io.StringIO()
+      with contextlib.redirect_stderr(log):
+        found = records.Records(folder, "tfrecord", "train")
+      self.assertEqual(found.index_paths, [os.path.join(cache, path.strip(os.sep).replace(os.sep, "%") + ".idx")])
+      self.assertEqual(open(found.index_paths[0]).read(), lines)
+      self.assertIn(f"wrote {found.index_paths[0]} (3 records", log.getvalue())
+      self.assertEqual(records.Records(folder, "tfrecord", "train").index_paths, found.index_paths)   # found again
+
   def test_the_message_reaches_the_training_loop(self):
-    folder, path = self.write("recordio", [(jpeg(), 0), (b"\xff\xd8\xff\xe0 broken", 1)])
-    for backend in ("tfdata", "dali"):
-      dataset = data.train_dataset(backend, data_dir=folder, data_format="recordio", batch_size=2,
-                                   image_size=32, dtype="fp32", num_classes=3, rank=0, size=1,
-                                   seed=0, steps_per_epoch=1, num_examples=2, threads=1)
-      with self.assertRaisesRegex(Exception, f"{path}: record 1 .*corrupt JPEG"):
-        next(iter(dataset))
+    # The exact sampler names the record; DALI's readers stop with DALI's message, to which the data
+    # layer adds the file and the pointer to verify_dataset.py.
+    for data_format in ("recordio", "tfrecord"):
+      folder, path = self.write(data_format, [(jpeg(), 0), (b"\xff\xd8\xff\xe0 broken", 1)])
+      reader_message = (f"(?s)decoders.image_random_crop.*while reading {path}: a corrupt record or JPEG\\? "
+                        f"scripts/verify_dataset.py {folder}")
+      for backend, sampler, message in (("tfdata", "exact", f"{path}: record 1 .*corrupt JPEG"),
+                                        ("dali", "exact", f"{path}: record 1 .*corrupt JPEG"),
+                                        ("dali", "dali", reader_message)):
+        dataset = data.train_dataset(backend, data_dir=folder, data_format=data_format, batch_size=2, image_size=32,
+                                     dtype="fp32", num_classes=3, rank=0, size=1, seed=0, steps_per_epoch=1,
+                                     num_examples=2, threads=1, sampler=sampler)
+        with self.assertRaisesRegex(Exception, message):
+          next(iter(dataset))
+    folder, path = self.write("recordio", [(jpeg(), 0), (jpeg(), 1)])
+    with open(path, "r+b") as f:                      # a corrupt record: DALI's reader names the check
+      f.seek(int(open(records.index_path(path)).read().split()[3]))
+      f.write(b"\0\0\0\0")
+    dataset = data.train_dataset("dali", data_dir=folder, data_format="recordio", batch_size=2, image_size=32,
+                                 dtype="fp32", num_classes=3, rank=0, size=1, seed=0, steps_per_epoch=1,
+                                 num_examples=2, threads=1, sampler="dali")
+    with self.assertRaisesRegex(records.DataError, f"(?s)Invalid RecordIO: wrong magic number.*while reading {path}"):
+      next(iter(dataset))
 
   def test_verify_passes_good_data_and_lists_every_bad_record(self):
     folder, path = self.write("recordio", [(jpeg(), 0), (jpeg(), 1), (jpeg(), 2)])
@@ -165,6 +279,11 @@ class BadInputTest(tf.test.TestCase):
     result = run_script("verify_dataset.py", folder, "--num_classes", "3", "--workers", "1")
     self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
     self.assertIn("OK (recordio)", result.stdout)
+    with open(records.sizes_path(path), "w") as f:                      # record 1's stored size is wrong
+      f.write("40 56\n41 56\n40 56\n")
+    result = run_script("verify_dataset.py", folder, "--num_classes", "3", "--workers", "1")
+    self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+    self.assertRegex(result.stdout, f"{path}: record 1 .*the stored size 41x56 .* is not the JPEG's 40x56")
     good = jpeg()
     self.write("recordio", [(good, 0), (b"junk" * 50, 1), (good, 7), (good[:len(good) // 2], 2)],
                "train", folder)

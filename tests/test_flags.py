@@ -45,6 +45,8 @@ def test_the_dry_run_scales_with_ranks():
     (["--data_dir="], "--data_dir is required"),
     (["--checkpoint=epoch"], "flag --checkpoint=epoch"),
     (["--keep_checkpoints=0"], "flag --keep_checkpoints=0"),
+    (["--data_backend=tfdata"], "--data_sampler=dali reads with DALI's readers and needs --data_backend=dali"),
+    (["--dali_hw_decoder_load=1.5"], "flag --dali_hw_decoder_load=1.5"),
 ])
 def test_bad_values_stop_at_start_naming_the_flag(flags, message):
   result = main("--flagfile=flags/nf5488.cfg", *flags)

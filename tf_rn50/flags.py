@@ -14,6 +14,10 @@ flags.DEFINE_string("data_dir", None, "Dataset folder: train.rec/.idx + val.rec/
                     "or train-*/validation-* TFRecord shards with DALI index files (tfrecord).")
 flags.DEFINE_enum("data_format", "recordio", ["recordio", "tfrecord"], "Layout of --data_dir.")
 flags.DEFINE_enum("data_backend", "dali", ["dali", "tfdata", "synthetic"], "Input pipeline.")
+flags.DEFINE_enum("data_sampler", "exact", ["exact", "dali"], "Who picks each rank's examples, order and crops: "
+                  "exact: tf_rn50.data.sampling (exact resume, the same batches as --data_backend=tfdata); "
+                  "dali: DALI's C++ readers, shuffling within a buffer (GPU speed; --data_backend=dali only). "
+                  "See docs/input.md.")
 flags.DEFINE_integer("train_examples", 0, "Training set size; 0 = count it from --data_dir. "
                      "When both are given they must agree.", lower_bound=0)
 flags.DEFINE_integer("eval_examples", 0, "Validation set size; 0 = count it from --data_dir.",
@@ -23,6 +27,9 @@ flags.DEFINE_integer("image_size", 224, "Square training/eval image size.", lowe
 flags.DEFINE_integer("batch_size", 408, "Training batch per rank.", lower_bound=1)
 flags.DEFINE_integer("eval_batch_size", 0, "Eval batch per rank; 0 = --batch_size.", lower_bound=0)
 flags.DEFINE_integer("dali_threads", 4, "DALI CPU threads per rank.", lower_bound=1)
+flags.DEFINE_float("dali_hw_decoder_load", 0.65, "GPUs with a hardware JPEG decoder (A100, H100): the share of "
+                   "the JPEGs it decodes, the rest go to nvJPEG on the GPU and CPU threads (DALI's default 0.65; "
+                   "tune per system).", lower_bound=0.0, upper_bound=1.0)
 
 # --- model and precision
 flags.DEFINE_enum("dtype", "fp16", ["fp16", "bf16", "fp32"],
@@ -89,6 +96,11 @@ flags.register_validator("warmup_epochs", lambda v: v < FLAGS.train_epochs,
                          "--warmup_epochs must be smaller than --train_epochs")
 flags.register_validator("data_dir", lambda v: v or FLAGS.data_backend == "synthetic" or FLAGS.dry_run,
                          "--data_dir is required unless --data_backend=synthetic or --dry_run")
+
+flags.register_multi_flags_validator(
+    ["data_sampler", "data_backend"], lambda f: f["data_sampler"] == "exact" or f["data_backend"] != "tfdata",
+    "--data_sampler=dali reads with DALI's readers and needs --data_backend=dali "
+    "(--data_backend=tfdata is the exact sampler's tf.data twin: use --data_sampler=exact)")
 
 
 @flags.multi_flags_validator(["data_backend", "train_examples", "eval_examples", "dry_run"],

@@ -115,7 +115,8 @@ def main(argv):
   eval_batch_size = FLAGS.eval_batch_size or FLAGS.batch_size
   data_args = dict(data_dir=FLAGS.data_dir, data_format=FLAGS.data_format, image_size=FLAGS.image_size,
                    dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, rank=hvd.rank(), size=hvd.size(),
-                   threads=FLAGS.dali_threads)
+                   threads=FLAGS.dali_threads, sampler=FLAGS.data_sampler, hw_decoder_load=FLAGS.dali_hw_decoder_load,
+                   device_id=place.dali_device_id)
   train_batches = iter(data.train_dataset(FLAGS.data_backend, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                                           steps_per_epoch=plan.steps_per_epoch, num_examples=plan.train_examples,
                                           start_epoch=start_epoch, **data_args))

@@ -5,9 +5,10 @@ augmentation, and both resume exactly. Everything random here is drawn from nump
 by (seed, epoch, rank), so a rank's batches of epoch e depend only on (seed, e, rank, ranks, N,
 batch) and never on what ran before.
 
-A stream yields (jpeg bytes, meta) with meta = int32 [label, x, y, width, height, flip]: the crop
-window in source pixels and whether to mirror it. Each backend decodes only that window (ROI
-decode), resizes it to image_size x image_size, mirrors, normalizes.
+A stream yields whole batches, ([jpeg bytes], metas) with a meta = int32 [label, x, y, width,
+height, flip]: the crop window in source pixels and whether to mirror it, computed for the batch at
+once from the image sizes that scripts/build_dataset.py stored (records.py). Each backend decodes
+only that window (ROI decode), resizes it to image_size x image_size, mirrors, normalizes.
 """
 import math
 
@@ -48,34 +49,41 @@ def eval_order(n, rank, size, batch):
   return np.resize(mine, total), np.arange(total) < stop - start
 
 
-def random_crop(height, width, u):
-  """Random-resized-crop window (x, y, w, h) from uniforms u [CROP_ATTEMPTS, 4]; falls back to
-  the largest centered window whose aspect is in range."""
-  area = height * width
-  for a, r, ux, uy in u:
-    target = area * (AREA[0] + a * (AREA[1] - AREA[0]))
-    ratio = math.exp(math.log(ASPECT[0]) + r * (math.log(ASPECT[1]) - math.log(ASPECT[0])))
-    w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-    if 0 < w <= width and 0 < h <= height:
-      return int(ux * (width - w + 1)), int(uy * (height - h + 1)), w, h
-  w, h = width, height
-  if width / height < ASPECT[0]:
-    h = round(width / ASPECT[0])
-  elif width / height > ASPECT[1]:
-    w = round(height * ASPECT[1])
-  return (width - w) // 2, (height - h) // 2, w, h
+def random_crops(heights, widths, u):
+  """Random-resized-crop windows [n, (x, y, w, h)] for images of heights, widths [n] from uniforms
+  u [n, CROP_ATTEMPTS, 4]: the first attempt that fits; else the largest centered window whose
+  aspect is in range."""
+  heights, widths = heights[:, None], widths[:, None]
+  target = heights * widths * (AREA[0] + u[..., 0] * (AREA[1] - AREA[0]))
+  ratio = np.exp(np.log(ASPECT[0]) + u[..., 1] * (np.log(ASPECT[1]) - np.log(ASPECT[0])))
+  w, h = np.round(np.sqrt(target * ratio)), np.round(np.sqrt(target / ratio))
+  fits = (w > 0) & (w <= widths) & (h > 0) & (h <= heights)
+  attempt = np.argmax(fits, axis=1)[:, None]                  # the first that fits (0 if none)
+  w, h = np.take_along_axis(w, attempt, 1), np.take_along_axis(h, attempt, 1)
+  x = (np.take_along_axis(u[..., 2], attempt, 1) * (widths - w + 1)).astype(np.int64)
+  y = (np.take_along_axis(u[..., 3], attempt, 1) * (heights - h + 1)).astype(np.int64)
+  # Fallback: the whole image, trimmed to the nearest aspect in range.
+  fw = np.where(widths > heights * ASPECT[1], np.round(heights * ASPECT[1]), widths)
+  fh = np.where(widths < heights * ASPECT[0], np.round(widths / ASPECT[0]), heights)
+  windows = np.concatenate([x, y, w, h], axis=1).astype(np.int64)
+  fallback = np.concatenate([(widths - fw) // 2, (heights - fh) // 2, fw, fh], axis=1).astype(np.int64)
+  return np.where(fits.any(axis=1)[:, None], windows, fallback)
 
 
-def center_crop(height, width, image_size):
-  """The eval window: the central square that becomes image_size after resizing the shorter side
-  to round(image_size * 256/224)."""
-  side = min(height, width) * image_size / round(image_size * EVAL_RESIZE)
-  side = max(1, round(side))
-  return (width - side) // 2, (height - side) // 2, side, side
+def center_crops(heights, widths, image_size):
+  """The eval windows [n, (x, y, w, h)]: the central square that becomes image_size after resizing
+  the shorter side to round(image_size * 256/224)."""
+  side = np.maximum(1, np.round(np.minimum(heights, widths) * image_size / round(image_size * EVAL_RESIZE)))
+  return np.stack([(widths - side) // 2, (heights - side) // 2, side, side], axis=1).astype(np.int64)
 
 
-def train_stream(records, rank, size, seed, start_epoch, batch):
-  """Endless (jpeg, meta) for this rank from epoch start_epoch on."""
+def _metas(labels, windows, flips):
+  """int32 [n, 6] metas: label, window, flip."""
+  return np.column_stack([labels, windows, flips]).astype(np.int32)
+
+
+def train_batches(records, rank, size, seed, start_epoch, batch):
+  """Endless batches ([jpeg bytes], metas [batch, 6]) for this rank from epoch start_epoch on."""
   n = len(records)
   epoch = start_epoch
   while True:
@@ -83,17 +91,21 @@ def train_stream(records, rank, size, seed, start_epoch, batch):
     order = train_order(n, rank, size, seed, epoch, batch)
     uniforms = rng.random((len(order), CROP_ATTEMPTS, 4))
     flips = rng.integers(0, 2, len(order))
-    for i, u, flip in zip(order, uniforms, flips):
-      jpeg, label, (height, width) = records.read(i)
-      yield jpeg, np.array([label, *random_crop(height, width, u), flip], np.int32)
+    for start in range(0, len(order), batch):
+      part = slice(start, start + batch)
+      jpegs, labels, shapes = records.read_batch(order[part])
+      yield jpegs, _metas(labels, random_crops(shapes[:, 0], shapes[:, 1], uniforms[part]), flips[part])
     epoch += 1
 
 
-def eval_stream(records, rank, size, batch, image_size):
-  """Endless eval passes of (jpeg, meta) for this rank, back to back; padding examples have label -1."""
+def eval_batches(records, rank, size, batch, image_size):
+  """Endless eval passes of batches ([jpeg bytes], metas [batch, 6]) for this rank, back to back;
+  padding examples have label -1."""
   order, real = eval_order(len(records), rank, size, batch)
   while True:
-    for i, is_real in zip(order, real):
-      jpeg, label, (height, width) = records.read(i)
-      label = label if is_real else -1
-      yield jpeg, np.array([label, *center_crop(height, width, image_size), 0], np.int32)
+    for start in range(0, len(order), batch):
+      part = slice(start, start + batch)
+      jpegs, labels, shapes = records.read_batch(order[part])
+      labels = np.where(real[part], labels, -1)
+      no_flip = np.zeros(len(labels), np.int64)
+      yield jpegs, _metas(labels, center_crops(shapes[:, 0], shapes[:, 1], image_size), no_flip)

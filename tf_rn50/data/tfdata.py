@@ -1,7 +1,7 @@
-"""The tf.data twin of dali.py: the same sampling streams, decoded and augmented by TF ops.
+"""The tf.data twin of dali.py's exact sampler: the same sampling batches, decoded and augmented by TF ops.
 
 Same order, same crop windows and flips as DALI; pixels differ only by the decoders' and
-resizers' rounding (see tests/test_data.py for the measured tolerance).
+resizers' rounding (see tests/test_data.py for the measured tolerance). Eval is endless, as DALI's.
 """
 import tensorflow as tf
 
@@ -25,18 +25,18 @@ def _transform(image_size, dtype):
   return transform
 
 
-def _dataset(stream, *, batch_size, image_size, dtype, threads):
+def _dataset(batches, *, batch_size, image_size, dtype, threads):
   dataset = tf.data.Dataset.from_generator(
-      stream, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([6], tf.int32)))
-  dataset = dataset.map(_transform(image_size, dtype), num_parallel_calls=threads, deterministic=True)
+      batches, output_signature=(tf.TensorSpec([None], tf.string), tf.TensorSpec([None, 6], tf.int32)))
+  dataset = dataset.unbatch().map(_transform(image_size, dtype), num_parallel_calls=threads, deterministic=True)
   return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
 def train_dataset(records, *, batch_size, image_size, dtype, rank, size, seed, start_epoch, threads):
-  stream = lambda: sampling.train_stream(records, rank, size, seed, start_epoch, batch_size)
-  return _dataset(stream, batch_size=batch_size, image_size=image_size, dtype=dtype, threads=threads)
+  batches = lambda: sampling.train_batches(records, rank, size, seed, start_epoch, batch_size)
+  return _dataset(batches, batch_size=batch_size, image_size=image_size, dtype=dtype, threads=threads)
 
 
 def eval_dataset(records, *, batch_size, image_size, dtype, rank, size, threads):
-  stream = lambda: sampling.eval_stream(records, rank, size, batch_size, image_size)
-  return _dataset(stream, batch_size=batch_size, image_size=image_size, dtype=dtype, threads=threads)
+  batches = lambda: sampling.eval_batches(records, rank, size, batch_size, image_size)
+  return _dataset(batches, batch_size=batch_size, image_size=image_size, dtype=dtype, threads=threads)
