@@ -295,6 +295,10 @@ class CheckpointTest(tf.test.TestCase):
     self.assertEqual(callbacks.restore(tempfile.mkdtemp(dir=self.get_temp_dir()), other, other_opt), 0)
     with self.assertRaisesRegex(FileNotFoundError, "ckpt-9: neither a checkpoint folder nor a checkpoint"):
       callbacks.restore(os.path.join(directory, "ckpt-9"), other, other_opt)
+    for path in glob.glob(os.path.join(directory, "ckpt-3.*")):
+      os.remove(path)
+    with self.assertRaisesRegex(FileNotFoundError, "checkpoint names .*ckpt-3 as the newest checkpoint, but its files"):
+      callbacks.restore(directory, net, opt)
 
 
 class ProgressTest(tf.test.TestCase):

@@ -128,9 +128,13 @@ def restore(path, model, optimizer):
   side or of another shape stops with a ValueError that names it.
   """
   if os.path.isdir(path):
-    path = tf.train.latest_checkpoint(path)
-    if path is None:
+    newest, state = tf.train.latest_checkpoint(path), tf.train.get_checkpoint_state(path)
+    if newest is None and state is not None:
+      raise FileNotFoundError(f"{path}/checkpoint names {state.model_checkpoint_path} as the newest checkpoint, "
+                              "but its files are gone")
+    if newest is None:
       return 0
+    path = newest
   elif not os.path.exists(path + ".index"):
     raise FileNotFoundError(f"{path}: neither a checkpoint folder nor a checkpoint (no {path}.index)")
   state = _by_path(model, optimizer)
