@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Packs an ImageNet-style image tree into the dataset layouts tf_rn50 reads.
 
   scripts/build_dataset.py --src DIR --out DIR --format recordio|tfrecord
@@ -13,6 +13,8 @@ JPEG bytes are kept as they are. Files that are not RGB or grayscale JPEGs (PNG,
 are converted to RGB JPEG (quality 95), as the MLPerf rules allow; a file that does not decode stops
 the build: all such files are listed and the split's outputs are removed.
 """
+import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
+
 import argparse
 import io
 import multiprocessing
