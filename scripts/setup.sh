@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Makes a Debian/Ubuntu machine ready to run tf_rn50: system packages, .venv, the pinned stack of
-# requirements.txt (horovod built from source with TensorFlow + Gloo, and MPI/NCCL when present),
-# and the package in editable mode. Idempotent: on a ready machine it only checks (a few seconds).
-#   scripts/setup.sh            # set up or check
-#   FORCE=1 scripts/setup.sh    # reinstall the stack
+# Makes a Debian/Ubuntu machine ready to run tf_rn50: system packages, .venv on Python 3.11 or 3.12,
+# the pinned stack of requirements.txt (horovod built from source with TensorFlow + Gloo, and
+# MPI/NCCL when present), and the package in editable mode. Idempotent: on a ready machine it only
+# checks (a few seconds).
+#   scripts/setup.sh                    # set up or check
+#   FORCE=1 scripts/setup.sh            # reinstall the stack
+#   PYTHON=python3.12 scripts/setup.sh  # the Python of a new .venv (default: python3.11, else python3.12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -14,9 +16,21 @@ STAMP=$VENV/.tf_rn50-stack
 say() { echo "[setup] $*"; }
 die() { echo "[setup] ERROR: $*" >&2; exit 1; }
 
-# --- system packages: a compiler and cmake for horovod; the hash headers TF 2.17's headers include;
-# shellcheck for the tests of the launch scripts.
+# --- the Python of a new .venv: 3.11 or 3.12 (TF 2.17.1 has wheels for both; horovod 0.28.1 and the
+# DALI plugin build on both), 3.11 first.
 need_debs=()
+if [ ! -x "$PY" ]; then
+  BASE_PY=${PYTHON:-$(command -v python3.11 || command -v python3.12 || command -v python3 || true)}
+  [ -n "$BASE_PY" ] || die "no python3.11 or python3.12 on PATH"
+  version=$("$BASE_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$BASE_PY does not run"
+  [[ $version == 3.1[12] ]] || die "$BASE_PY is Python $version; tf_rn50 needs 3.11 or 3.12"
+  # Debian's own Pythons keep the headers (horovod compiles against them) and venv in extra packages.
+  has_dev='import ensurepip, os, sysconfig; assert os.path.exists(sysconfig.get_path("include") + "/Python.h")'
+  "$BASE_PY" -c "$has_dev" 2>/dev/null || need_debs+=("python$version-dev" "python$version-venv")
+fi
+
+# --- system packages: a compiler and cmake for horovod; the hash headers TF 2.17's headers include;
+# and the shell linter that the tests of the launch scripts run.
 for deb in cmake g++ make libhighwayhash-dev libfarmhash-dev shellcheck; do
   dpkg -s "$deb" >/dev/null 2>&1 || need_debs+=("$deb")
 done
@@ -29,12 +43,8 @@ if ((${#need_debs[@]})); then
     || die "apt-get install ${need_debs[*]} failed"
 fi
 
-# --- the virtualenv, on Python 3.11 (TF 2.17.1 and horovod 0.28.1 are pinned for it).
-BASE_PY=$(command -v python3.11 || command -v python3 || true)
-[ -n "$BASE_PY" ] || die "no python3.11 on PATH"
-"$BASE_PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-  || die "$BASE_PY is $("$BASE_PY" --version 2>&1); tf_rn50 pins Python 3.11"
-[ -x "$PY" ] || { say "creating $VENV"; "$BASE_PY" -m venv "$VENV"; }
+# --- the virtualenv.
+[ -x "$PY" ] || { say "creating $VENV with $BASE_PY (Python $version)"; "$BASE_PY" -m venv "$VENV"; }
 
 want="$(sha256sum requirements.txt setup.cfg | sha256sum | cut -c1-16)"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
