@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Packs ImageNet (ILSVRC2012, as downloaded and unpacked) into the dataset layouts tf_rn50 reads.
 
   scripts/build_dataset.py --src DIR --out DIR --format recordio|tfrecord \
@@ -21,6 +21,8 @@ has one PNG and 22 CMYK JPEGs, all named .JPEG) are converted to RGB JPEG (quali
 rules allow, each with a log line; a file that does not decode stops the build: all such files are
 listed and the split's outputs are removed.
 """
+import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
+
 import argparse
 import csv
 import io

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Makes the demo dataset offline and deterministically from scikit-image's bundled photos.
 
   scripts/make_demo_data.py [--out data/demo --classes 10 --train_per_class 40 --val_per_class 11]
@@ -9,6 +9,8 @@ side 48-160 px) and quality, colour or grayscale as the photo is. Writes OUT/ima
 <class>/*.JPEG (ImageNet style), then OUT/recordio and OUT/tfrecord with scripts/build_dataset.py.
 Same arguments, same bytes.
 """
+import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
+
 import argparse
 import os
 import shutil

@@ -1,8 +1,9 @@
+#!/usr/bin/env python3
 """Summarize MLPerf Training result logs: time to train, converged epoch, accuracy, score.
 
-  python scripts/summarize.py results/nf5488 ../shared/reference           # table
-  python scripts/summarize.py results/nf5488 --plot curves.png             # + eval curves
-  python scripts/summarize.py results/nf5488/result_1.txt --json           # machine-readable
+  scripts/summarize.py results/nf5488 ../shared/reference           # table
+  scripts/summarize.py results/nf5488 --plot curves.png             # + eval curves
+  scripts/summarize.py results/nf5488/result_1.txt --json           # machine-readable
 
 A PATH is a log file or a folder; a folder contributes every *.txt / *.log file directly in it
 that holds a `run_start` event. One file is one run. Only `:::MLLOG {json}` lines are read, wherever
@@ -20,6 +21,8 @@ Per run:
               includes evaluation and pipeline start-up, so it is below the per-step speed.
 Per folder, the MLPerf score (resnet: 5 runs): see `mlperf_score`.
 """
+import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
+
 import argparse
 import json
 import statistics

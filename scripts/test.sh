@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "${@:-tests}"
+exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider --durations=15 "${@:-tests}"   # -rs: why each skip

@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Checks a dataset built for tf_rn50 and lists every problem; exits 1 if there is any.
 
   scripts/verify_dataset.py DIR [--format recordio|tfrecord] [--num_classes N]
@@ -9,6 +9,8 @@ checksums, and the examples per class (a class without training examples is a pr
 is guessed from the files if not given; the class count comes from DIR/classes.txt (written by
 build_dataset.py) or --num_classes.
 """
+import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
+
 import argparse
 import collections
 import io

@@ -8,7 +8,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts/summarize.py"
-SEED_LOG = REPO / "../shared/reference/inspur_nf5488_result_1.txt"
 sys.path.insert(0, str(REPO / "scripts"))
 import summarize  # noqa: E402  (scripts/ is not a package)
 
@@ -42,10 +41,8 @@ def write_run(path, minutes, accs, status="success", samples=1000, ranks=1):
   return path
 
 
-def test_seed_log_gives_the_published_figures():
-  if not SEED_LOG.is_file():
-    pytest.skip(f"{SEED_LOG} is absent (shared/ is expected beside the clone)")
-  run = summarize.summarize_run(SEED_LOG)
+def test_seed_log_gives_the_published_figures(seed_log):
+  run = summarize.summarize_run(seed_log)
   assert round(run["minutes"], 2) == 33.36
   assert run["time_to_train_ms"] == 1594875339620 - 1594873338105
   assert run["converged_epoch"] == 35
