@@ -62,4 +62,10 @@ scripts/summarize.py "$result" --plot "$RESULTS_DIR/accuracy.png" || true
 echo "every line:  $result    MLPerf log: $run_dir/mlperf.log"
 echo "TensorBoard: .venv/bin/tensorboard --logdir $run_dir/tensorboard"
 echo "all demo runs so far: scripts/summarize.py $RESULTS_DIR"
+if [ "$status" = 0 ]; then   # after training: the model as files to serve, naming two photos it never trained on
+  echo
+  .venv/bin/python -m tf_rn50.export --output_dir="$run_dir" --out="$RESULTS_DIR/model" 2>&1 | readable
+  .venv/bin/python -m tf_rn50.classify "$RESULTS_DIR/model" "$DEMO_DATA/images/val/chelsea/chelsea_0000.JPEG" \
+    "$DEMO_DATA/images/val/coffee/coffee_0000.JPEG" 2>&1 | readable
+fi
 exit "$status"

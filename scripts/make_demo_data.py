@@ -6,8 +6,8 @@
 Each class is one source photo; its examples are random crops of it (area 25-100 %, aspect
 0.6-1.6), flipped, with brightness/contrast/colour jitter, saved as JPEGs of varied sizes (shorter
 side 48-160 px) and quality, colour or grayscale as the photo is. Writes OUT/images/{train,val}/
-<class>/*.JPEG (ImageNet style), then OUT/recordio and OUT/tfrecord with scripts/build_dataset.py.
-Same arguments, same bytes.
+<class>/*.JPEG (ImageNet style) and OUT/synset_words.txt (what each photo shows), then OUT/recordio and
+OUT/tfrecord with scripts/build_dataset.py, whose classes.txt names the photos. Same arguments, same bytes.
 """
 import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
 
@@ -26,6 +26,12 @@ from build_dataset import build
 SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field",
            "immunohistochemistry", "brick", "coins", "text", "camera", "moon", "page", "grass",
            "gravel", "cell", "colorwheel", "logo", "horse", "stereo_motorcycle")
+NAMES = {"astronaut": "astronaut Eileen Collins", "chelsea": "Chelsea the cat", "coffee": "coffee cup",
+         "rocket": "Falcon 9 rocket launch", "retina": "human retina", "hubble_deep_field": "Hubble deep field",
+         "immunohistochemistry": "colonic glands, IHC stain", "brick": "brick wall", "coins": "Greek coins",
+         "text": "text on a sign", "camera": "cameraman", "moon": "surface of the moon", "page": "scanned page",
+         "grass": "grass", "gravel": "gravel", "cell": "cell in saline", "colorwheel": "colour wheel",
+         "logo": "scikit-image logo", "horse": "horse silhouette", "stereo_motorcycle": "motorcycle"}
 
 
 def load_photo(name):
@@ -86,9 +92,12 @@ def main():
   shutil.rmtree(args.out, ignore_errors=True)
   images = os.path.join(args.out, "images")
   make_images(images, args.classes, {"train": args.train_per_class, "val": args.val_per_class}, args.seed)
+  names = os.path.join(args.out, "synset_words.txt")    # what each photo shows, for classes.txt
+  with open(names, "w") as f:
+    f.write("".join(f"{source} {NAMES[source]}\n" for source in SOURCES[:args.classes]))
   for data_format in ("recordio", "tfrecord"):
     build(images, os.path.join(args.out, data_format), data_format, images_per_shard=256,
-          workers=args.workers)
+          workers=args.workers, synset_words=names)
   print(f"{args.out}: {args.classes} classes, {args.train_per_class} train + {args.val_per_class} "
         f"val images each, as images/, recordio/ and tfrecord/")
 

@@ -103,7 +103,7 @@ def class_count(data_dir, num_classes):
   if not os.path.exists(path):
     raise SystemExit(f"{path}: missing; pass --num_classes")
   with open(path) as f:
-    return len(f.read().split())
+    return sum(1 for line in f if line.strip())   # lines are `wnid` or `wnid<TAB>name`
 
 
 def main():

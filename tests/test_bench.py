@@ -10,7 +10,8 @@ import sys
 import unittest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|samples/s|ms|us/step|reads/1000 steps)  \(reps: ([^)]*)\)$")
+FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|img/cpu-s|samples/s|ms|us/step|reads/1000 steps)"
+                    r"  \(reps: ([^)]*)\)$")
 RATIO = re.compile(r"^ratio   (.+?) +(\S+)x(  \[goal >= \S+: (met|MISSED)\])?$")
 
 
@@ -71,6 +72,11 @@ class QuickBenchmarksTest(unittest.TestCase):
     self.assertEqual((len(figures), len(ratios)), (4, 3), (figures, ratios))
     self.assertEqual(figures["loop: blocking device-to-host reads of train.fit"], 50)   # 1000 / --log_every=20
     self.assertTrue(any("goal (100 us/step)" in what for what in ratios), ratios)
+
+  def test_infer(self):
+    # model.keras, keras.applications, the SavedModel on pixels and on JPEGs; per second and per CPU-second.
+    self.check("infer", 8, 6, ["(img/s): exported model.keras / keras.applications.ResNet50",
+                               "(img/cpu-s): exported model.keras / keras.applications.ResNet50"])
 
 
 if __name__ == "__main__":

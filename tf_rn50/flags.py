@@ -6,6 +6,8 @@ N ranks, with the learning rate at its landmark steps, as one JSON line.
 """
 import dataclasses
 import math
+import os
+import sys
 
 from absl import flags
 
@@ -59,6 +61,10 @@ flags.DEFINE_integer("eval_offset", 2, "... at 0-based epochs e with e % eval_pe
 flags.DEFINE_float("target_accuracy", 0.759, "Stop with success at this top-1 accuracy.")
 
 # --- run
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train: the MLPerf run. eval: restore a checkpoint "
+                  "(--checkpoint_path, else the newest in --output_dir) and evaluate the validation set once.")
+flags.DEFINE_string("checkpoint_path", None, "--mode=eval and tf_rn50.export: restore this checkpoint (one "
+                    "checkpoint, or a folder: its newest) instead of the newest in --output_dir/checkpoints.")
 flags.DEFINE_integer("seed", 1, "Random seed (weights, data order, augmentation).")
 flags.DEFINE_string("output_dir", "runs/default", "Run folder: mlperf.log, tensorboard/, checkpoints/.")
 flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --output_dir.")
@@ -82,6 +88,7 @@ flags.DEFINE_bool("cache_clear", False, "Whether the harness dropped the page ca
                   "(scripts/run_and_time.sh sets it); logged as MLPerf cache_clear.")
 
 FLAGS = flags.FLAGS
+RUN_FLAGFILE = "flags.cfg"   # in --output_dir: the flags a run trained with (write_run_flagfile)
 
 flags.register_validator("eval_offset", lambda v: v < FLAGS.eval_period,
                          "--eval_offset must be smaller than --eval_period")
@@ -172,3 +179,14 @@ def make_plan(num_ranks, train_examples=None, eval_examples=None):
               train_epochs=FLAGS.train_epochs, warmup_epochs=FLAGS.warmup_epochs,
               eval_period=FLAGS.eval_period, eval_offset=FLAGS.eval_offset)
 
+
+def write_run_flagfile(output_dir, plan):
+  """Writes output_dir/flags.cfg: every flag of this module as the run uses it, with the example counts of
+  its plan, so eval and export rebuild the same model and optimizer without the data or the command line."""
+  counts = {"train_examples": plan.train_examples, "eval_examples": plan.eval_examples}
+  lines = [flag.serialize() if flag.name not in counts else f"--{flag.name}={counts[flag.name]}"
+           for flag in FLAGS.get_flags_for_module(sys.modules[__name__])]
+  with open(os.path.join(output_dir, RUN_FLAGFILE), "w") as f:
+    f.write(f"# The flags of the run in {output_dir}, written by tf_rn50.main at init; read by tf_rn50.export.\n"
+            f"# Evaluate it with: python -m tf_rn50.main --flagfile=<this file> --mode=eval\n")
+    f.write("".join(f"{line}\n" for line in lines if line))

@@ -3,6 +3,7 @@
   horovodrun -np 8 python -m tf_rn50.main --flagfile=flags/nf5488.cfg
   horovodrun -np 2 -H localhost:2 --gloo python -m tf_rn50.main --flagfile=flags/smoke.cfg
   python -m tf_rn50.main --flagfile=flags/nf5488.cfg --dry_run=8    # the plan, no data touched
+  python -m tf_rn50.main --flagfile=RUN/flags.cfg --mode=eval       # a trained checkpoint, evaluated once
 """
 import json
 import os
@@ -15,16 +16,10 @@ from tf_rn50 import flags as tf_rn50_flags
 FLAGS = tf_rn50_flags.FLAGS
 
 
-def learning_rate_schedule(plan):
-  from tf_rn50 import optim
-  return optim.WarmupPolyDecay(FLAGS.base_lr, plan.warmup_steps, plan.total_steps, FLAGS.end_lr,
-                               FLAGS.lr_decay_power)
-
-
 def dry_run(num_ranks):
-  from tf_rn50 import devices
+  from tf_rn50 import build, devices
   plan = tf_rn50_flags.make_plan(num_ranks)
-  schedule = learning_rate_schedule(plan)
+  schedule = build.learning_rate_schedule(plan)
   landmarks = [1, plan.warmup_steps, plan.warmup_steps + 1, plan.total_steps]
   ranks_per_host = min(num_ranks, FLAGS.gpus_per_host or num_ranks)
   placement = devices.host_plan(FLAGS.gpus_per_host, ranks_per_host, FLAGS.cores_per_host or devices.physical_cores())
@@ -55,6 +50,55 @@ def count(split, given, flag):
   return found
 
 
+def data_args(rank, size, place):
+  """What the data layer's train and eval datasets take alike, from the flags and this rank's placement."""
+  return dict(data_dir=FLAGS.data_dir, data_format=FLAGS.data_format, image_size=FLAGS.image_size,
+              dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, rank=rank, size=size, threads=FLAGS.dali_threads,
+              sampler=FLAGS.data_sampler, hw_decoder_load=FLAGS.dali_hw_decoder_load, device_id=place.dali_device_id)
+
+
+def evaluate_checkpoint(place):
+  """--mode=eval: restores a trained checkpoint and evaluates the whole validation set once on every rank.
+
+  No MLPerf log (a run's mlperf.log stays the run's): rank 0 prints the result and one JSON line, and
+  appends that line to --output_dir/eval.jsonl.
+  """
+  import time
+  import horovod.tensorflow as hvd
+  from tf_rn50 import build, data, train
+  from tf_rn50.data import sampling
+  rank0 = hvd.rank() == 0
+  if rank0:
+    check_writable(FLAGS.output_dir)
+  plan = tf_rn50_flags.make_plan(hvd.size(), count("train", FLAGS.train_examples, "train_examples"),
+                                 count("val", FLAGS.eval_examples, "eval_examples"))
+  net, optimizer = build.model_and_optimizer(build.learning_rate_schedule(plan))
+  checkpoint = build.restore_trained(net, optimizer) if rank0 else None
+  checkpoint = hvd.broadcast_object(checkpoint, root_rank=0)
+  train.broadcast_state(net, optimizer)
+  batch_size = FLAGS.eval_batch_size or FLAGS.batch_size
+  batches = iter(data.eval_dataset(FLAGS.data_backend, batch_size=batch_size, num_examples=plan.eval_examples,
+                                   **data_args(hvd.rank(), hvd.size(), place)))
+  eval_step = train.make_eval_step(net, FLAGS.xla, top5=True)
+  start = time.time()
+  # One pass of the endless eval input.
+  counts = sum(eval_step(*next(batches)) for _ in range(sampling.steps_per_epoch(plan.eval_examples, hvd.size(),
+                                                                                 batch_size)))
+  top1, top5, total = hvd.allreduce(counts, op=hvd.Sum).numpy().tolist()
+  if total != plan.eval_examples:
+    raise RuntimeError(f"evaluation counted {total} examples, the validation set has {plan.eval_examples}")
+  if rank0:
+    result = {"mode": "eval", "checkpoint": checkpoint[0], "epochs_done": checkpoint[1], "top1": top1 / total,
+              "top5": top5 / total, "examples": total, "ranks": hvd.size(), "data_dir": FLAGS.data_dir,
+              "seconds": round(time.time() - start, 1)}
+    print(f"eval of {checkpoint[0]} (after epoch {checkpoint[1]}): top-1 {top1 / total:.5f}  top-5 "
+          f"{top5 / total:.5f}  on {total} examples", flush=True)
+    print(json.dumps(result), flush=True)
+    with open(os.path.join(FLAGS.output_dir, "eval.jsonl"), "a") as f:
+      f.write(json.dumps(result) + "\n")
+  return 0
+
+
 def main(argv):
   del argv
   if FLAGS.dry_run:
@@ -65,7 +109,7 @@ def main(argv):
   hvd.init()
   import keras
   import tensorflow as tf
-  from tf_rn50 import callbacks, data, devices, model, optim, train
+  from tf_rn50 import build, callbacks, data, devices, train
   from tf_rn50.data import sampling
   from tf_rn50.mlperf import C, MLPerfLog
 
@@ -80,6 +124,8 @@ def main(argv):
     print(f"rank {hvd.rank()}: {place}", flush=True)
   else:   # ranks sharing a CPU host split its cores instead of oversubscribing them
     tf.config.threading.set_intra_op_parallelism_threads(max(1, os.cpu_count() // hvd.local_size()))
+  if FLAGS.mode == "eval":
+    return evaluate_checkpoint(place)
   rank0 = hvd.rank() == 0
   checkpoint_dir = os.path.join(FLAGS.output_dir, "checkpoints")
   tensorboard_dir = os.path.join(FLAGS.output_dir, "tensorboard")
@@ -95,14 +141,10 @@ def main(argv):
   keras.utils.set_random_seed(FLAGS.seed)
   plan = tf_rn50_flags.make_plan(hvd.size(), count("train", FLAGS.train_examples, "train_examples"),
                                  count("val", FLAGS.eval_examples, "eval_examples"))
-  schedule = learning_rate_schedule(plan)
-  net = model.resnet50(FLAGS.num_classes, (FLAGS.image_size, FLAGS.image_size, 3), dtype=FLAGS.dtype,
-                       bn_momentum=FLAGS.bn_momentum, bn_epsilon=FLAGS.bn_epsilon,
-                       zero_init_residual=FLAGS.zero_init_residual)
-  lars = optim.LARS(schedule, momentum=FLAGS.momentum, kernel_weight_decay=FLAGS.weight_decay,
-                    eta=FLAGS.lars_eta, epsilon=FLAGS.lars_epsilon)
-  optimizer = keras.optimizers.LossScaleOptimizer(lars) if FLAGS.dtype == "fp16" else lars
-  optimizer.build(net.trainable_variables)
+  if rank0:
+    tf_rn50_flags.write_run_flagfile(FLAGS.output_dir, plan)
+  schedule = build.learning_rate_schedule(plan)
+  net, optimizer = build.model_and_optimizer(schedule)
   start_epoch = 0
   if FLAGS.resume and rank0:
     start_epoch = callbacks.restore(checkpoint_dir, net, optimizer)
@@ -113,15 +155,12 @@ def main(argv):
   # One train and one eval iterator for the whole run: their pipelines are built (and DALI's started) here,
   # and every evaluation takes the next pass of the endless eval input.
   eval_batch_size = FLAGS.eval_batch_size or FLAGS.batch_size
-  data_args = dict(data_dir=FLAGS.data_dir, data_format=FLAGS.data_format, image_size=FLAGS.image_size,
-                   dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, rank=hvd.rank(), size=hvd.size(),
-                   threads=FLAGS.dali_threads, sampler=FLAGS.data_sampler, hw_decoder_load=FLAGS.dali_hw_decoder_load,
-                   device_id=place.dali_device_id)
+  shared = data_args(hvd.rank(), hvd.size(), place)
   train_batches = iter(data.train_dataset(FLAGS.data_backend, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                                           steps_per_epoch=plan.steps_per_epoch, num_examples=plan.train_examples,
-                                          start_epoch=start_epoch, **data_args))
+                                          start_epoch=start_epoch, **shared))
   eval_batches = iter(data.eval_dataset(FLAGS.data_backend, batch_size=eval_batch_size,
-                                        num_examples=plan.eval_examples, **data_args))
+                                        num_examples=plan.eval_examples, **shared))
   tally = train.Tally(FLAGS.max_nonfinite_steps, optimizer)
   step = train.make_train_step(net, optimizer, tally, num_classes=FLAGS.num_classes,
                                label_smoothing=FLAGS.label_smoothing, xla=FLAGS.xla,

@@ -95,14 +95,19 @@ def make_train_step(model, optimizer, tally, *, num_classes, label_smoothing, xl
   return step
 
 
-def make_eval_step(model, xla):
-  """Returns eval_step(images, labels) -> int32 [correct, counted]; labels < 0 mark padding."""
+def make_eval_step(model, xla, top5=False):
+  """Returns eval_step(images, labels) -> int32 [correct, counted], with top5 [correct, correct in the top 5,
+  counted]; labels < 0 mark padding."""
 
   @tf.function(jit_compile=xla)
   def eval_step(images, labels):
-    predictions = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
-    correct = tf.reduce_sum(tf.cast(predictions == labels, tf.int32))
-    return tf.stack([correct, tf.reduce_sum(tf.cast(labels >= 0, tf.int32))])
+    logits = model(images, training=False)
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    counts = [tf.reduce_sum(tf.cast(predictions == labels, tf.int32))]
+    if top5:   # top_k breaks ties by class order as argmax does, so top-1 hits are top-5 hits
+      top = tf.math.top_k(logits, k=min(5, logits.shape[-1])).indices
+      counts.append(tf.reduce_sum(tf.cast(tf.reduce_any(top == labels[:, None], axis=-1), tf.int32)))
+    return tf.stack(counts + [tf.reduce_sum(tf.cast(labels >= 0, tf.int32))])
 
   return eval_step
 
