@@ -206,7 +206,7 @@ def test_the_serving_window_is_the_eval_pipelines():
   for image_size in (32, 224):
     windows = sampling.center_crops(sizes[:, 0], sizes[:, 1], image_size)
     for (height, width), window in zip(sizes, windows):
-      y, x, side = (int(v) for v in export.eval_window(tf.constant(height), tf.constant(width), image_size))
+      y, x, side = (int(v) for v in export.eval_window(tf.constant(int(height)), tf.constant(int(width)), image_size))
       assert [x, y, side, side] == window.tolist(), (height, width, image_size)
 
 
