@@ -21,6 +21,7 @@ def test_the_nf5488_dry_run_is_the_seed_plan():
   assert result.returncode == 0, result.stderr[-3000:]
   plan = json.loads(result.stdout.strip().splitlines()[-1])
   lr = plan.pop("lr")
+  assert len(plan.pop("placement")) == 8                  # tests/test_devices.py checks each entry
   assert plan == {"num_ranks": 8, "global_batch_size": 3264, "steps_per_epoch": 393, "warmup_steps": W,
                   "total_steps": T, "eval_epochs": [3, 7, 11, 15, 19, 23, 27, 31, 35]}
   assert lr.keys() == {"1", str(W), str(W + 1), str(T)}
