@@ -18,10 +18,12 @@ export DATADIR=$DEMO_DATA/recordio
 export TF_CPP_MIN_LOG_LEVEL=2
 
 # What a person reads: no MLPerf lines (the result file and mlperf.log hold them), no horovodrun
-# prefix on rank 0's output, and none of the three "Unable to register cuFFT/cuDNN/cuBLAS factory"
-# errors that TensorFlow's CUDA build logs at every start on a machine without a GPU.
+# prefix on rank 0's output, no INFO lines of Python's absl logging (TF's checkpoint saver writes one
+# per save; its warnings and errors stay), and none of the three "Unable to register cuFFT/cuDNN/cuBLAS
+# factory" errors that TensorFlow's CUDA build logs at every start on a machine without a GPU.
 readable() {
-  { grep --line-buffered -v -E ':::MLLOG|Unable to register cu(FFT|DNN|BLAS) factory: Attempting to register' \
+  { grep --line-buffered -v -E -e ':::MLLOG' -e '^(\[[0-9]+\]<stderr>:)?I[0-9]{4} [0-9:.]+ +[0-9]+ [^ ]+:[0-9]+\] ' \
+      -e 'Unable to register cu(FFT|DNN|BLAS) factory: Attempting to register' \
       || [ $? = 1 ]; } | sed -u 's/^\[0\]<stdout>://'   # grep's 1: nothing left to show, not an error
 }
 
