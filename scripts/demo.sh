@@ -17,14 +17,15 @@ export DATADIR=$DEMO_DATA/recordio
 # TF logs no INFO or WARNING lines from C++; errors still show.
 export TF_CPP_MIN_LOG_LEVEL=2
 
-# What a person reads: no MLPerf lines (the result file and mlperf.log hold them), no horovodrun
-# prefix on rank 0's output, no INFO lines of Python's absl logging (TF's checkpoint saver writes one
-# per save; its warnings and errors stay), and none of the three "Unable to register cuFFT/cuDNN/cuBLAS
-# factory" errors that TensorFlow's CUDA build logs at every start on a machine without a GPU.
+# What a person reads: no MLPerf lines (the result file and mlperf.log hold them) except the seed, as a
+# line saying how to repeat the run; no horovodrun prefix on rank 0's output; no INFO lines of Python's
+# absl logging (TF's checkpoint saver writes one per save; warnings and errors stay); none of the three
+# "Unable to register cuFFT/cuDNN/cuBLAS factory" errors TF's CUDA build logs at every start without a GPU.
 readable() {
-  { grep --line-buffered -v -E -e ':::MLLOG' -e '^(\[[0-9]+\]<stderr>:)?I[0-9]{4} [0-9:.]+ +[0-9]+ [^ ]+:[0-9]+\] ' \
-      -e 'Unable to register cu(FFT|DNN|BLAS) factory: Attempting to register' \
-      || [ $? = 1 ]; } | sed -u 's/^\[0\]<stdout>://'   # grep's 1: nothing left to show, not an error
+  sed -u -E 's/^\[0\]<stdout>::::MLLOG .*"key": "seed", "value": ([0-9]+),.*/seed: \1 (SEED=\1 repeats the run)/' |
+    { grep --line-buffered -v -E -e ':::MLLOG' -e '^(\[[0-9]+\]<stderr>:)?I[0-9]{4} [0-9:.]+ +[0-9]+ [^ ]+:[0-9]+\] ' \
+        -e 'Unable to register cu(FFT|DNN|BLAS) factory: Attempting to register' \
+        || [ $? = 1 ]; } | sed -u 's/^\[0\]<stdout>://'   # grep's 1: nothing left to show, not an error
 }
 
 if [ ! -f "$DATADIR/val.idx" ]; then
@@ -50,8 +51,8 @@ scripts/run_and_time.sh | readable
 status=${PIPESTATUS[0]}
 set -e
 
-newest() { find "$RESULTS_DIR" -maxdepth 1 -name "$1" -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1 | cut -d' ' -f2-; }
-result=$(newest 'result_*.txt')
+result=$(find "$RESULTS_DIR" -maxdepth 1 -name 'result_*.txt' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1)
+result=${result#* }   # the newest
 [ -n "$result" ] || exit "$status"
 run_dir=$RESULTS_DIR/run_${result##*_}; run_dir=${run_dir%.txt}
 # Repeated demos keep their logs (~40 KB a run) but only the newest run's checkpoints (~200 MB each).

@@ -68,6 +68,8 @@ def test_the_terminal_shows_the_run_and_the_result_file_keeps_every_line(demo_ru
     assert shown in terminal, f"{shown!r} not in:\n{terminal}"
   assert ":::MLLOG" not in terminal and TF_NOISE not in terminal and "<stdout>" not in terminal, terminal
   assert len(terminal.splitlines()) < 60, terminal   # the run, its summary, the export and two top-5 lists
+  seed = re.search(r"^seed: (\d+) \(SEED=\1 repeats the run\)$", terminal, re.M)
+  assert seed and f'"key": "seed", "value": {seed[1]},' in kept, terminal
   # The result file holds rank 0's whole MLPerf log, line for line as mlperf.log has it.
   ranked = [line.split("[0]<stdout>:", 1)[1] for line in kept.splitlines() if line.startswith("[0]<stdout>::::MLLOG")]
   assert ranked == (results / "run_2" / "mlperf.log").read_text().splitlines()
@@ -78,7 +80,7 @@ def test_repeated_demos_keep_the_newest_checkpoints_only(demo_run):
   run, results = demo_run
   assert not (results / "run_1" / "checkpoints").exists()
   assert (results / "run_1" / "mlperf.log").read_text() == "an earlier run's log\n"
-  assert any((results / "run_2" / "checkpoints").iterdir())
+  assert len(list((results / "run_2" / "checkpoints").glob("*.index"))) == 1   # --keep_checkpoints=1
 
 
 def test_a_failing_run_shows_its_error(demo_data, tmp_path):
