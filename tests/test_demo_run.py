@@ -60,7 +60,7 @@ def test_the_demo_reaches_the_target_on_the_mlperf_cadence(demo_run):
 def test_the_terminal_shows_the_run_and_the_result_file_keeps_every_line(demo_run):
   run, results = demo_run
   terminal, kept = run.stdout, (results / "result_2.txt").read_text()
-  for shown in ["plan: ResNet-50 on 400 train / 110 val images at 32x32, 1 rank x 32 images a step, 13 steps an epoch",
+  for shown in ["plan: ResNet-50 on 400 train / 330 val images at 32x32, 1 rank x 32 images a step, 13 steps an epoch",
                 "evaluated after epochs 3, 7, 11", "\nepoch 1/12  step 10/13  loss ", "\nepoch 3: eval top-1 ",
                 "\nrun_stop: success", "\nRESULT,IMAGE_CLASSIFICATION,,", f"every line:  {results}/result_2.txt",
                 f"MLPerf log: {results}/run_2/mlperf.log", f"plot: {results}/accuracy.png",
