@@ -6,7 +6,7 @@
 # result file keeps every line (the MLPerf log included).
 #   scripts/demo.sh                                      # 1.5-4 minutes on 2 CPU cores after setup
 #   NPROC=2 EXTRA_ARGS=--batch_size=16 scripts/demo.sh   # the same global batch on 2 ranks
-# Env: NPROC (1), EXTRA_ARGS (more flags), DEMO_DATA (data/demo: made when missing), RESULTS_DIR
+# Env: NPROC (1), EXTRA_ARGS (more flags), DEMO_DATA (data/demo: made when missing or stale), RESULTS_DIR
 # (results/demo_cpu). Exit status: run_and_time.sh's (0 when the run reached the target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,9 @@ readable() {
         || [ $? = 1 ]; } | sed -u 's/^\[0\]<stdout>://'   # grep's 1: nothing left to show, not an error
 }
 
-if [ ! -f "$DATADIR/val.idx" ]; then
+# Made when missing, and remade when made by another version of scripts/make_demo_data.py.
+made_by=$(sha256sum scripts/make_demo_data.py | cut -d' ' -f1)
+if [ ! -f "$DATADIR/val.idx" ] || [ "$(cat "$DEMO_DATA/made_by" 2>/dev/null)" != "$made_by" ]; then
   { scripts/make_demo_data.py --out "$DEMO_DATA" && scripts/verify_dataset.py "$DATADIR"; } 2>&1 | readable
 fi
 

@@ -7,11 +7,13 @@ Each class is one source photo; its examples are random crops of it (area 25-100
 for val, aspect 0.6-1.6), flipped, with brightness/contrast/colour jitter, saved as JPEGs of varied
 sizes (shorter side 48-160 px) and quality, colour or grayscale as the photo is. Writes OUT/images/{train,val}/
 <class>/*.JPEG (ImageNet style) and OUT/synset_words.txt (what each photo shows), then OUT/recordio and
-OUT/tfrecord with scripts/build_dataset.py, whose classes.txt names the photos. Same arguments, same bytes.
+OUT/tfrecord with scripts/build_dataset.py, whose classes.txt names the photos, and last OUT/made_by, the
+sha256 of this script. Same arguments, same bytes.
 """
 import in_venv  # noqa: F401  (first: reruns this tool under the clone's .venv python)
 
 import argparse
+import hashlib
 import os
 import shutil
 
@@ -103,6 +105,8 @@ def main():
   for data_format in ("recordio", "tfrecord"):
     build(images, os.path.join(args.out, data_format), data_format, images_per_shard=256,
           workers=args.workers, synset_words=names)
+  with open(os.path.join(args.out, "made_by"), "w") as f:   # demo.sh remakes data this script no longer makes
+    f.write(hashlib.sha256(open(__file__, "rb").read()).hexdigest() + "\n")
   print(f"{args.out}: {args.classes} classes, {args.train_per_class} train + {args.val_per_class} "
         f"val images each, as images/, recordio/ and tfrecord/")
 

@@ -3,6 +3,7 @@ flags/demo_cpu.cfg (the NF5488 hyperparameters and cadence, shrunk), through scr
 must reach the target on the MLPerf cadence; the terminal shows a readable view, the result file and
 mlperf.log the whole MLPerf log, which must pass the official checker under the seed's ruleset (0.7.0) and
 the last ResNet one (4.0.0)."""
+import hashlib
 import json
 import re
 import subprocess
@@ -26,6 +27,8 @@ def demo_data(tmp_path_factory):
   made = subprocess.run([sys.executable, "scripts/make_demo_data.py", "--out", str(data)], cwd=REPO, env=env(),
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
   assert made.returncode == 0, made.stdout[-3000:]
+  # demo.sh remakes data whose made_by is not the sha256 of today's make_demo_data.py
+  assert (data / "made_by").read_text() == hashlib.sha256((REPO / "scripts/make_demo_data.py").read_bytes()).hexdigest() + "\n"
   return data
 
 
@@ -66,6 +69,7 @@ def test_the_terminal_shows_the_run_and_the_result_file_keeps_every_line(demo_ru
                 f"MLPerf log: {results}/run_2/mlperf.log", f"plot: {results}/accuracy.png",
                 f"--logdir {results}/run_2/tensorboard"]:
     assert shown in terminal, f"{shown!r} not in:\n{terminal}"
+  assert "as images/, recordio/ and tfrecord/" not in terminal, terminal   # its made_by matched: not remade
   assert ":::MLLOG" not in terminal and TF_NOISE not in terminal and "<stdout>" not in terminal, terminal
   assert len(terminal.splitlines()) < 60, terminal   # the run, its summary, the export and two top-5 lists
   seed = re.search(r"^seed: (\d+) \(SEED=\1 repeats the run\)$", terminal, re.M)
