@@ -147,17 +147,40 @@ main.run()
 
 
 @pytest.fixture(scope="module")
-def whole_run(tiny_jpegs, tmp_path_factory):
-  """The drills' uninterrupted run: 4 epochs of DALI input, evaluated after epochs 2 and 4."""
-  out = tmp_path_factory.mktemp("whole")
-  result = subprocess.run([sys.executable, "-c", COUNTING_MAIN, *resume_flags(tiny_jpegs, out)], cwd=REPO, env=env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-  assert result.returncode == 1 and '"status": "aborted"' in result.stdout, result.stdout[-3000:]
-  return out, json.loads(result.stdout.split("PIPELINE_EVENTS ")[1].splitlines()[0]), result.stdout
+def drill(tiny_jpegs, tmp_path_factory):
+  """The drills' runs, 4 epochs of DALI input, evaluated and checkpointed after epochs 2 and 4: the uninterrupted
+  run, which counts its pipelines, and a run killed after its first checkpoint, then resumed. The first two start
+  together: each spends most of its start-up (tracing) on one core."""
+  root = tmp_path_factory.mktemp("drill")
+  whole, cut = root / "whole", root / "cut"
+  with (root / "whole.txt").open("w") as log:
+    whole_job = subprocess.Popen([sys.executable, "-c", COUNTING_MAIN, *resume_flags(tiny_jpegs, whole)], cwd=REPO,
+                                 env=env(), stdout=log, stderr=subprocess.STDOUT)
+  cut_job = subprocess.Popen(main_command(*resume_flags(tiny_jpegs, cut)), cwd=REPO, env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    state = cut / "checkpoints" / "checkpoint"
+    deadline = time.time() + 300
+    while not (state.exists() and '"ckpt-2"' in state.read_text()):
+      assert cut_job.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+      time.sleep(0.1)
+    cut_job.kill()                                                   # somewhere in epoch 3
+    cut_job.wait()
+    state_when_killed = state.read_text()
+    resumed = run_main(*resume_flags(tiny_jpegs, cut), "--resume")
+    whole_job.wait(timeout=600)
+  finally:
+    whole_job.kill()                                                 # a no-op once it has ended
+    cut_job.kill()
+  stdout = (root / "whole.txt").read_text()
+  assert whole_job.returncode == 1 and '"status": "aborted"' in stdout, stdout[-3000:]
+  events = json.loads(stdout.split("PIPELINE_EVENTS ")[1].splitlines()[0])
+  return {"whole": whole, "whole_stdout": stdout, "events": events, "cut": cut, "state_when_killed": state_when_killed,
+          "resumed_stdout": resumed.stdout}
 
 
-def test_a_run_with_two_evaluations_builds_each_input_pipeline_once_before_run_start(whole_run):
-  _, events, stdout = whole_run
+def test_a_run_with_two_evaluations_builds_each_input_pipeline_once_before_run_start(drill):
+  events, stdout = drill["events"], drill["whole_stdout"]
   assert "epoch 2: eval top-1" in stdout and "epoch 4: eval top-1" in stdout, stdout[-3000:]
   assert sorted(events) == ["generator", "generator", "iter", "iter", "run_start"], events   # one train, one eval
   assert events.index("run_start") > max(i for i, e in enumerate(events) if e == "iter"), events
@@ -170,24 +193,13 @@ def final_weights(output_dir):
                 if name.endswith("VARIABLE_VALUE") and not name.startswith("save_counter")}
 
 
-def test_a_killed_run_resumes_at_its_last_checkpoint_like_an_uninterrupted_run(tiny_jpegs, whole_run, tmp_path):
-  cut = tmp_path / "cut"
-  job = subprocess.Popen(main_command(*resume_flags(tiny_jpegs, cut)), cwd=REPO, env=env(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  state = cut / "checkpoints" / "checkpoint"
-  deadline = time.time() + 300
-  while not (state.exists() and '"ckpt-2"' in state.read_text()):
-    assert job.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-    time.sleep(0.1)
-  job.kill()                                                   # somewhere in epoch 3
-  job.wait()
-  assert '"ckpt-4"' not in state.read_text()
-
-  resumed = run_main(*resume_flags(tiny_jpegs, cut), "--resume")
-  assert "resuming after epoch 2" in resumed.stdout, resumed.stdout[-3000:]
-  assert '"first_epoch_num": 3, "epoch_count": 2' in resumed.stdout
-  assert "epoch 3/4  step 2/6" in resumed.stdout and "epoch 1/4" not in resumed.stdout
-  (whole_path, whole), (cut_path, resumed_weights) = final_weights(whole_run[0]), final_weights(cut)
+def test_a_killed_run_resumes_at_its_last_checkpoint_like_an_uninterrupted_run(drill):
+  cut, resumed = drill["cut"], drill["resumed_stdout"]
+  assert '"ckpt-4"' not in drill["state_when_killed"]
+  assert "resuming after epoch 2" in resumed, resumed[-3000:]
+  assert '"first_epoch_num": 3, "epoch_count": 2' in resumed
+  assert "epoch 3/4  step 2/6" in resumed and "epoch 1/4" not in resumed
+  (whole_path, whole), (cut_path, resumed_weights) = final_weights(drill["whole"]), final_weights(cut)
   assert whole_path.endswith("ckpt-4") and cut_path.endswith("ckpt-4")
   assert whole.keys() == resumed_weights.keys() and whole["epochs_done/.ATTRIBUTES/VARIABLE_VALUE"] == 4
   assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["checkpoint", "ckpt-4.data-00000-of-00001",
