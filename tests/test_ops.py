@@ -1,7 +1,8 @@
 """Operations: the Dockerfile (linted: no docker engine here), the launch scripts (dry runs, fake
 srun/numactl, one real 2-process horovodrun launch), CPU binding, and the multi-node flagfiles.
 
-Everything but `test_launch_smoke_real` runs in a few seconds and trains nothing.
+Everything but `test_launch_smoke_real` and the timed runs (conftest.py's timed_runs) runs in a few seconds
+and trains nothing.
 """
 import json
 import os
@@ -294,15 +295,13 @@ def test_run_and_time_uses_a_given_seed_for_every_run(tmp_path):
   assert re.findall(r"--seed=(\d+)", out) == ["7", "7"], out
 
 
-def test_run_and_time_gives_each_run_its_own_seed(tmp_path):
-  """Two real timed runs of flags/smoke.cfg (whose nf5488.cfg says --seed=1), one rank each, shrunk to one
-  training and one eval step: the engine logs a different seed in each, the one run_and_time.sh drew."""
-  env = {"FLAGFILE": "flags/smoke.cfg", "NPROC": "1", "NEXP": "2", "RESULTS_DIR": str(tmp_path),
-         "EXTRA_ARGS": "--train_examples=4 --eval_examples=4 --train_epochs=1 --warmup_epochs=0.5"}
-  code, out = run(["scripts/run_and_time.sh"], env, timeout=600)
+def test_run_and_time_gives_each_run_its_own_seed(timed_runs):
+  """Two real timed runs of a flagfile that says --seed=1, one rank each (conftest.py's timed_runs): the engine
+  logs a different seed in each, the one run_and_time.sh drew."""
+  results, _ = timed_runs
   seeds = []
-  for n in (1, 2):
-    log = (tmp_path / f"result_{n}.txt").read_text()
+  for n in (2, 3):   # result_1.txt is an earlier run's
+    log = (results / f"result_{n}.txt").read_text()
     assert '"key": "run_stop"' in log, log[-3000:]
     (seed,) = re.findall(r'^\[0\]<stdout>::::MLLOG .*"key": "seed", "value": (\d+)', log, re.M)
     seeds.append(int(seed))
