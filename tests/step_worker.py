@@ -1,11 +1,12 @@
 """One Horovod rank of tests/test_distributed.py's step checks; rank 0 writes OUT/weights.npz and OUT/fp16.json.
 
-  horovodrun -np N ... python tests/step_worker.py OUT [--fp16_resnet]
+  horovodrun -np N ... python tests/step_worker.py OUT
 
 1. Allreduce: a fixed batch of 8 split evenly over the ranks, two steps of train.make_train_step with LARS,
    once with the fp32 and once with the fp16-compressed gradient allreduce. BatchNorm statistics are per rank
-   by design (the seed's span of 408), so this model has no BN: it tests the gradient averaging.
-2. --fp16_resnet: the production precision: the real ResNet-50 at 64x64 under mixed_float16 with XLA and the
+   by design (the seed's span of 408), so this model has no BN: it tests the gradient averaging. The test
+   runs allreduce_weights itself for one rank, in its own process (Horovod without horovodrun is one rank).
+2. The production precision: the real ResNet-50 at 64x64 under mixed_float16 with XLA and the
    LossScaleOptimizer, run by train.fit with the Progress callback for 2 steps, the loss scale forced to
    overflow on step 1. Records what the test checks: the weights around the skipped step, the skip count,
    the LR the optimizer applies next at each read, and a checksum of every rank's weights.
@@ -21,9 +22,6 @@ import tensorflow as tf
 
 from tf_rn50 import callbacks, model, optim, train
 from tf_rn50.flags import Plan
-
-hvd.init()
-out = sys.argv[1]
 
 
 def allreduce_weights(fp16_allreduce):
@@ -65,7 +63,7 @@ class ForceOverflow(keras.callbacks.Callback):
       self.optimizer.dynamic_scale.assign(1024.0)
 
 
-def fp16_resnet():
+def fp16_resnet(out):
   keras.utils.set_random_seed(0)
   net = model.resnet50(10, (64, 64, 3), dtype="fp16")
   schedule = optim.WarmupPolyDecay(0.5, 1, 2, 1e-4, 2.0)
@@ -98,10 +96,13 @@ def fp16_resnet():
   }
 
 
-weights = {"fp32": allreduce_weights(False), "fp16": allreduce_weights(True)}
-fp16 = fp16_resnet() if "--fp16_resnet" in sys.argv else None
-if hvd.rank() == 0:
-  np.savez(os.path.join(out, "weights.npz"), **{f"{kind}_{i}": w for kind, ws in weights.items() for i, w in enumerate(ws)})
-  if fp16:
+if __name__ == "__main__":
+  hvd.init()
+  out = sys.argv[1]
+  weights = {"fp32": allreduce_weights(False), "fp16": allreduce_weights(True)}
+  fp16 = fp16_resnet(out)
+  if hvd.rank() == 0:
+    np.savez(os.path.join(out, "weights.npz"),
+             **{f"{kind}_{i}": w for kind, ws in weights.items() for i, w in enumerate(ws)})
     with open(os.path.join(out, "fp16.json"), "w") as f:
       json.dump(fp16, f)

@@ -74,19 +74,39 @@ def reference(run):
 
 
 @pytest.fixture(scope="module")
-def exported(run, tmp_path_factory):
-  out = tmp_path_factory.mktemp("exported") / "model"
-  checkpoint = run[0] / "checkpoints" / "ckpt-1"     # one checkpoint (the eval test takes the folder's newest)
-  done = run_module("tf_rn50.export", f"--output_dir={run[0]}", f"--checkpoint_path={checkpoint}", f"--out={out}")
-  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  assert f"exported {checkpoint} (after epoch 1) to {out}" in done.stdout, done.stdout
-  return out
-
-
-def test_eval_mode_evaluates_the_checkpoint_once_on_two_ranks(run, reference):
+def after_training(run, tmp_path_factory):
+  """What a user runs on the trained run, started together (each spends most of its start-up on one core):
+  --mode=eval on 2 ranks, and tf_rn50.export of ckpt-1 (one checkpoint; the eval takes the folder's newest).
+  Returns the eval's CompletedProcess, the run's mlperf.log before both, and the export's exit status, output
+  (stdout and stderr), checkpoint and folder."""
   out, _ = run
   mlperf_log = (out / "mlperf.log").read_text()
-  result = run_main(f"--flagfile={out / 'flags.cfg'}", "--mode=eval", ranks=2)
+  root = tmp_path_factory.mktemp("exported")
+  checkpoint, model = out / "checkpoints" / "ckpt-1", root / "model"
+  with (root / "export.txt").open("w") as log:
+    export = subprocess.Popen([sys.executable, "-m", "tf_rn50.export", f"--output_dir={out}",
+                               f"--checkpoint_path={checkpoint}", f"--out={model}"], cwd=REPO, env=env(), stdout=log,
+                              stderr=subprocess.STDOUT)
+  try:
+    evaluated = run_main(f"--flagfile={out / 'flags.cfg'}", "--mode=eval", ranks=2)
+    export.wait(timeout=300)
+  finally:
+    export.kill()                                             # a no-op once it has ended
+  return {"eval": evaluated, "mlperf_log": mlperf_log, "export_status": export.returncode,
+          "export_output": (root / "export.txt").read_text(), "checkpoint": checkpoint, "model": model}
+
+
+@pytest.fixture(scope="module")
+def exported(after_training):
+  done, model = after_training["export_output"], after_training["model"]
+  assert after_training["export_status"] == 0, done[-3000:]
+  assert f"exported {after_training['checkpoint']} (after epoch 1) to {model}" in done, done
+  return model
+
+
+def test_eval_mode_evaluates_the_checkpoint_once_on_two_ranks(run, reference, after_training):
+  out, _ = run
+  result = after_training["eval"]
   assert result.returncode == 0, result.stdout[-3000:]
   lines = [line.split("<stdout>:", 1)[1] for line in result.stdout.splitlines() if "<stdout>:" in line]
   printed = [json.loads(line) for line in lines if line.startswith('{"mode": "eval"')]
@@ -101,7 +121,7 @@ def test_eval_mode_evaluates_the_checkpoint_once_on_two_ranks(run, reference):
   assert found["checkpoint"] == str(out / "checkpoints" / "ckpt-1")
   assert f"top-1 {found['top1']:.5f}  top-5 {found['top5']:.5f}  on {VAL} examples" in result.stdout
   assert json.loads((out / "eval.jsonl").read_text().splitlines()[-1]) == found
-  assert ":::MLLOG" not in result.stdout and (out / "mlperf.log").read_text() == mlperf_log
+  assert ":::MLLOG" not in result.stdout and (out / "mlperf.log").read_text() == after_training["mlperf_log"]
 
 
 def test_the_export_reloads_without_tf_rn50_and_gives_the_training_models_outputs(run, exported, reference, tmp_path):

@@ -1,7 +1,8 @@
 """Operations: the Dockerfile (linted: no docker engine here), the launch scripts (dry runs, fake
 srun/numactl, one real 2-process horovodrun launch), CPU binding, and the multi-node flagfiles.
 
-Everything but `test_launch_smoke_real` runs in a few seconds and trains nothing.
+Everything but `test_launch_smoke_real` and the timed runs (conftest.py's timed_runs) runs in a few seconds
+and trains nothing.
 """
 import json
 import os
@@ -294,15 +295,13 @@ def test_run_and_time_uses_a_given_seed_for_every_run(tmp_path):
   assert re.findall(r"--seed=(\d+)", out) == ["7", "7"], out
 
 
-def test_run_and_time_gives_each_run_its_own_seed(tmp_path):
-  """Two real timed runs of flags/smoke.cfg (whose nf5488.cfg says --seed=1), one rank each, shrunk to one
-  training and one eval step: the engine logs a different seed in each, the one run_and_time.sh drew."""
-  env = {"FLAGFILE": "flags/smoke.cfg", "NPROC": "1", "NEXP": "2", "RESULTS_DIR": str(tmp_path),
-         "EXTRA_ARGS": "--train_examples=4 --eval_examples=4 --train_epochs=1 --warmup_epochs=0.5"}
-  code, out = run(["scripts/run_and_time.sh"], env, timeout=600)
+def test_run_and_time_gives_each_run_its_own_seed(timed_runs):
+  """Two real timed runs of a flagfile that says --seed=1, one rank each (conftest.py's timed_runs): the engine
+  logs a different seed in each, the one run_and_time.sh drew."""
+  results, _ = timed_runs
   seeds = []
-  for n in (1, 2):
-    log = (tmp_path / f"result_{n}.txt").read_text()
+  for n in (2, 3):   # result_1.txt is an earlier run's
+    log = (results / f"result_{n}.txt").read_text()
     assert '"key": "run_stop"' in log, log[-3000:]
     (seed,) = re.findall(r'^\[0\]<stdout>::::MLLOG .*"key": "seed", "value": (\d+)', log, re.M)
     seeds.append(int(seed))
@@ -538,37 +537,25 @@ def test_multi_node_flagfile_matches_an_rcp(name, ranks):
 
 # --- the real local launch ------------------------------------------------------------------
 
-def test_launch_real_two_ranks_with_a_probe(tmp_path):
-  """The launch plumbing for real: launch.sh -> horovodrun --gloo -> bind.sh -> 2 processes that
-  join one Horovod job. PYTHON points at a probe instead of training (works before main.py exists)."""
-  probe = tmp_path / "probe.py"
-  probe.write_text(
-      "import os, sys\nimport horovod.tensorflow as hvd\nhvd.init()\n"
-      "print(f'PROBE rank={hvd.rank()} size={hvd.size()} local={hvd.local_rank()} '\n"
-      "      f'fusion={os.environ[\"HOROVOD_FUSION_THRESHOLD\"]} args={sys.argv[1:]}', flush=True)\n")
-  fake_python = tmp_path / "python"
-  fake_python.write_text(f'#!/bin/sh\nexec {sys.executable} {probe} "$@"\n')
-  fake_python.chmod(0o755)
-  flagfile = tmp_path / "x.cfg"
-  flagfile.write_text("")
-  env = {"PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHON": str(fake_python)}
-  code, out = run(["scripts/launch.sh", "--hosts", "localhost:2", "--flagfile", str(flagfile),
-                   "--", "--seed=3"], env, timeout=120)
-  assert code == 0, out[-3000:]
-  for rank in (0, 1):
-    want = (f"PROBE rank={rank} size=2 local={rank} fusion=67108864 "
-            f"args=['-m', 'tf_rn50.main', '--flagfile={flagfile}', '--seed=3']")
-    assert want in out, out[-3000:]
-
-
 def test_launch_smoke_real(tmp_path):
-  """scripts/launch.sh --hosts localhost:2 --flagfile flags/smoke.cfg: 2 real training ranks."""
+  """scripts/launch.sh --hosts localhost:2 --flagfile flags/smoke.cfg for real: horovodrun --gloo -> bind.sh ->
+  2 training ranks in one Horovod job. The `python` launch.sh starts, first on PATH, is a probe that prints what
+  each rank was handed, then execs the venv's python."""
+  probe = tmp_path / "bin" / "python"
+  probe.parent.mkdir()
+  probe.write_text('#!/bin/sh\necho "PROBE rank=$HOROVOD_RANK size=$HOROVOD_SIZE local=$HOROVOD_LOCAL_RANK '
+                   f'fusion=$HOROVOD_FUSION_THRESHOLD args=$*"\nexec {sys.executable} "$@"\n')
+  probe.chmod(0o755)
   out_dir = tmp_path / "run"
-  env = {"PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"}
+  env = {"PATH": f"{probe.parent}:{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"}
   code, out = run(["scripts/launch.sh", "--hosts", "localhost:2", "--flagfile", "flags/smoke.cfg",
-                   "--", f"--output_dir={out_dir}"], env, timeout=150)
+                   "--", f"--output_dir={out_dir}", "--seed=3"], env, timeout=150)
   assert code == 0, out[-5000:]
-  assert "[0]<stdout>" in out or "[0]<stderr>" in out, "rank 0 did not run"
-  assert "[1]<stdout>" in out or "[1]<stderr>" in out, "rank 1 did not run"
+  for rank in (0, 1):
+    want = (f"[{rank}]<stdout>:PROBE rank={rank} size=2 local={rank} fusion=67108864 "
+            f"args=-m tf_rn50.main --flagfile=flags/smoke.cfg --output_dir={out_dir} --seed=3")
+    assert want in out, out[-3000:]
   log = (out_dir / "mlperf.log").read_text()
   assert ":::MLLOG" in log and '"key": "run_stop"' in log, log[-2000:]
+  # The engine got the flags, and Horovod counted both ranks: 2 x --batch_size=4.
+  assert '"key": "seed", "value": 3,' in log and '"key": "global_batch_size", "value": 8,' in log, log[-2000:]
