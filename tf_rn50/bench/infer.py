@@ -5,6 +5,7 @@ import time
 
 from tf_rn50.bench.common import PHOTOS, figure, interleaved, ratio
 
+
 def encoded_photos(count, shorter, seed=0):
   """`count` JPEGs (quality 90) cropped from skimage's photos, 4:3 landscape, `shorter` pixels high."""
   import io

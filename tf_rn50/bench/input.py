@@ -5,6 +5,7 @@ import tempfile
 from tf_rn50.bench.common import (PHOTOS, SKIP_BATCHES, figure, imagenet_like_jpegs, interleaved, ratio,
                                  timed_batches)
 
+
 def write_jpegs(folder, count, seed=0):
   """`count` ImageNet-like JPEGs (quality 90, about 40 KB) as folder/train.rec/.idx."""
   from tf_rn50.data import records

@@ -5,6 +5,7 @@ import time
 
 from tf_rn50.bench.common import figure, interleaved, ratio
 
+
 @contextlib.contextmanager
 def counted_host_reads():
   """Counts every copy of an eager tensor's value into Python (.numpy(), float(), int(), bool(), format...):

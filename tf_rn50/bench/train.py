@@ -3,6 +3,7 @@ import time
 
 from tf_rn50.bench.common import figure, interleaved, ratio
 
+
 def batches(net, batch_size, image_size, num_classes):
   """The same synthetic tf.data input for every path, in the dtype of the model's input."""
   from tf_rn50.data import synthetic
