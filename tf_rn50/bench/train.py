@@ -5,11 +5,18 @@ from tf_rn50.bench.common import figure, interleaved, ratio
 
 
 def batches(net, batch_size, image_size, num_classes):
-  """The same synthetic tf.data input for every path, in the dtype of the model's input."""
+  """The same synthetic tf.data input for every path, in the dtype of the model's input, without
+  tf.data's autotuning (one repeated batch: nothing to tune). Deleting an autotuned iterator waits for
+  its tuning thread's next round, 10 ms x (2^k - 1) after the iterator started (k = 1, 2, ...; later
+  one a minute), and fit() deletes its iterator at its end: each fit repetition ended at such a round
+  (1.27, 2.55, 5.11 s, ...), not when its steps did."""
+  import tensorflow as tf
   from tf_rn50.data import synthetic
   dtype = {"float32": "fp32", "bfloat16": "bf16"}[net.inputs[0].dtype]
+  options = tf.data.Options()
+  options.autotune.enabled = False
   return synthetic.train_dataset(batch_size=batch_size, image_size=image_size, dtype=dtype,
-                                 num_classes=num_classes, rank=0, seed=0)
+                                 num_classes=num_classes, rank=0, seed=0).with_options(options)
 
 
 def our_step(precision, xla, *, batch_size, image_size, steps, num_classes):
