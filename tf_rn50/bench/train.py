@@ -45,6 +45,7 @@ def keras_fit(net, xla, *, batch_size, image_size, steps, num_classes):
   import keras
   net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=xla)
+  net.optimizer.build(net.trainable_variables)   # as our step's LARS: else fit traces its step twice
   data = batches(net, batch_size, image_size, num_classes)
 
   def run():
