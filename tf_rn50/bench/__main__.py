@@ -22,6 +22,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
   parser.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
   parser.add_argument("--num_classes", type=int, default=1000, help=argparse.SUPPRESS)
+  parser.add_argument("--compare_allreduces", action="store_true", help=argparse.SUPPRESS)   # _train_worker, -np 2
   args = parser.parse_args()
   if args.benchmark in WORKERS:
     WORKERS[args.benchmark](args)

@@ -19,11 +19,10 @@ def batches(net, batch_size, image_size, num_classes):
                                  num_classes=num_classes, rank=0, seed=0).with_options(options)
 
 
-def our_step(precision, xla, *, batch_size, image_size, steps, num_classes):
-  """run() -> seconds for `steps` steps of the engine: our model, LARS, train.make_train_step,
+def our_step(net, xla, *, batch_size, image_size, steps, num_classes):
+  """run() -> seconds for `steps` steps of the engine on `net` (our model): LARS, train.make_train_step,
   one read of the tally at the end as train.fit does every --log_every steps."""
-  from tf_rn50 import model, optim, train
-  net = model.resnet50(num_classes, (image_size, image_size, 3), dtype=precision)
+  from tf_rn50 import optim, train
   lars = optim.LARS(optim.WarmupPolyDecay(1.0, 10, 1000, 1e-4, 2))
   lars.build(net.trainable_variables)
   tally = train.Tally(10, lars)
@@ -77,7 +76,7 @@ def run(args):
                                          classifier_activation=None)
     keras.mixed_precision.set_global_policy("float32")
     seconds = interleaved({
-        "ours": our_step(precision, xla, **size),
+        "ours": our_step(model.resnet50(size["num_classes"], shape, dtype=precision), xla, **size),
         "ours_fit": keras_fit(ours, xla, **size),
         "keras": keras_fit(theirs, xla, **size),
     }, reps)
