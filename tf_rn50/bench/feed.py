@@ -79,7 +79,7 @@ def per_cpu_second(what, samples, seconds, unit):
 def run(args):
   from tf_rn50 import data
   from tf_rn50.data import records, sampling
-  num_files, distinct, batch_size, count, reps = (128, 16, 32, 4, 2) if args.quick else (1024, 64, 408, 10, 5)
+  num_files, distinct, batch_size, count, reps = (128, 16, 32, 4, 1) if args.quick else (1024, 64, 408, 10, 5)
   full_batch, full_count = (4, 2) if args.quick else (32, 6)
   with tempfile.TemporaryDirectory() as folder:
     jpegs = imagenet_like_jpegs(distinct, **FEED_JPEG)

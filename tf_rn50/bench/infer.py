@@ -42,7 +42,7 @@ def run(args):
   from tf_rn50 import export, model
   from tf_rn50.data import sampling
   batch_size, image_size = args.batch_size or (4 if args.quick else 32), args.image_size or (32 if args.quick else 224)
-  num_classes, calls, reps = (10, 1, 2) if args.quick else (1000, 1, 9)
+  num_classes, calls, reps = (10, 1, 1) if args.quick else (1000, 1, 9)
   print(f"infer: batch {batch_size}, {image_size}x{image_size}, {num_classes} classes, float32, {calls} batches per "
         f"repetition, {reps} repetitions; an untrained model through tf_rn50.export.write", flush=True)
   shape, shorter = (image_size, image_size, 3), round(image_size * sampling.EVAL_RESIZE)

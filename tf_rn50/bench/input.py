@@ -76,7 +76,7 @@ def tf_decode_only(stream, batch_size, threads, window):
 def run(args):
   from tf_rn50 import data
   from tf_rn50.data import sampling
-  num_files, batch_size, count, reps = (48, 8, 3, 2) if args.quick else (320, 32, 8, 5)
+  num_files, batch_size, count, reps = (48, 8, 3, 1) if args.quick else (320, 32, 8, 5)
   image_size, cores = 224, os.cpu_count()
   with tempfile.TemporaryDirectory() as folder:
     write_jpegs(folder, num_files)

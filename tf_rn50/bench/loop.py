@@ -32,7 +32,7 @@ def run(args):
   from tf_rn50.flags import Plan
   from tf_rn50.mlperf import MLPerfLog
   hvd.init()   # one rank: no allreduce
-  steps, reps, log_every, batch_size = (200, 3, 20, 8) if args.quick else (1000, 5, 20, 8)
+  steps, reps, log_every, batch_size = (200, 1, 20, 8) if args.quick else (1000, 5, 20, 8)
   # 4 epochs a repetition, one block (no evaluation): the loop, its callbacks and its reads, nothing else.
   plan = Plan(num_ranks=1, batch_size=batch_size, train_examples=steps // 4 * batch_size, eval_examples=batch_size,
               train_epochs=4, warmup_epochs=1.0, eval_period=5, eval_offset=4)

@@ -62,7 +62,7 @@ def run(args):
   size = dict(batch_size=args.batch_size or (8 if args.quick else 32),
               image_size=args.image_size or (32 if args.quick else 64),
               steps=2 if args.quick else 3, num_classes=10 if args.quick else 1000)
-  reps = 2 if args.quick else 3
+  reps = 1 if args.quick else 3
   settings = [("fp32", False)] if args.quick else [(p, x) for p in ("fp32", "bf16") for x in (False, True)]
   print(f"train: batch {size['batch_size']}, {size['image_size']}x{size['image_size']}, {size['num_classes']} "
         f"classes, {size['steps']} steps per repetition, {reps} repetitions; synthetic tf.data input", flush=True)
