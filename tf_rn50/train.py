@@ -141,6 +141,8 @@ def warm_up(step, eval_step, model, optimizer, tally, images_shape, images_dtype
 
 def broadcast_state(model, optimizer):
   """Every rank starts from rank 0's weights, BN statistics and optimizer state."""
+  if hvd.size() == 1:   # nothing to send, and the broadcast op costs ~2 s to build for 429 variables
+    return
   # Keras 3 variables are not tf.Variables: broadcast their backing values.
   hvd.broadcast_variables([v.value for v in state_variables(model, optimizer)], root_rank=0)
 
