@@ -5,7 +5,8 @@
 # the RESULT line. The engine logs cache_clear again (--cache_clear) into its own <run dir>/mlperf.log.
 #   FLAGFILE=flags/nf5488.cfg NPROC=8 DATADIR=/path/to/imagenet NEXP=5 scripts/run_and_time.sh
 # Env: FLAGFILE (required), NPROC ranks (1), DATADIR (--data_dir when set), NEXP runs (1),
-# RESULTS_DIR (results/<flagfile name without extension>), EXTRA_ARGS (more flags, split on spaces),
+# RESULTS_DIR (results/<flagfile name without extension>), EXTRA_ARGS (more flags, split on spaces;
+# the ranks start in the clone, so paths in them are read from there),
 # SEED (every run's --seed; unset: a fresh random seed per run, as MLPerf wants for a result set),
 # CACHE_CLEARED=1 (the caller dropped the page cache just before this call, as run_with_docker.sh does
 # on the host: log cache_clear true without trying here; vouches for one run, so NEXP must be 1).
@@ -21,7 +22,8 @@ NEXP=${NEXP:-1}
 config=$(basename "$FLAGFILE")
 RESULTS_DIR=${RESULTS_DIR:-results/${config%.*}}
 read -ra extra_args <<< "${EXTRA_ARGS:-}"
-FLAGFILE=$(realpath "$FLAGFILE")  # the ranks may start elsewhere
+FLAGFILE=$(realpath "$FLAGFILE")  # the ranks start in the clone (below)
+[ -z "${DATADIR:-}" ] || DATADIR=$(realpath -m "$DATADIR")
 [[ " ${EXTRA_ARGS:-} " != *" --seed"* ]] || die "set SEED, not --seed in EXTRA_ARGS (the seed is chosen here)"
 [[ "${SEED:-0}" =~ ^[0-9]+$ ]] || die "SEED=$SEED: want a non-negative integer"
 [ "${CACHE_CLEARED:-0}" != 1 ] || [ "$NEXP" = 1 ] || die "CACHE_CLEARED=1 vouches for one run; NEXP=$NEXP"
@@ -49,9 +51,10 @@ mllog.get_mllogger().event(key=mllog.constants.CACHE_CLEAR, value=${cleared^})" 
 
   start=$(date +%s); start_fmt=$(LC_ALL=C date '+%Y-%m-%d %r')
   echo "STARTING TIMING RUN AT $start_fmt"
-  "$HVD" -np "$NPROC" -H "localhost:$NPROC" --gloo \
+  # From the clone: our flagfiles name the ones they include from there (--flagfile=flags/nf5488.cfg).
+  (cd "$ROOT" && "$HVD" -np "$NPROC" -H "localhost:$NPROC" --gloo \
     "$PY" -m tf_rn50.main --flagfile="$FLAGFILE" --output_dir="$run_dir" --cache_clear="$cleared" \
-    --seed="$seed" ${DATADIR:+--data_dir="$DATADIR"} "${extra_args[@]}"
+    --seed="$seed" ${DATADIR:+--data_dir="$DATADIR"} "${extra_args[@]}")
   status=$?
   echo "ENDING TIMING RUN AT $(LC_ALL=C date '+%Y-%m-%d %r')"
   echo "RESULT,IMAGE_CLASSIFICATION,,$(($(date +%s) - start)),${USER:-},$start_fmt"

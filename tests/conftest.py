@@ -19,7 +19,9 @@ def seed_log():
   return summarize.SEED_LOG
 
 
-TINY_RUN = """# a seconds-long run of the real engine on synthetic data: one training and one eval step
+TINY_RUN = """# a seconds-long run of the real engine on synthetic data: one training and one eval step; smoke.cfg
+# names nf5488.cfg from the clone, and this runs from another folder
+--flagfile=flags/smoke.cfg
 --data_backend=synthetic
 --image_size=32
 --batch_size=4
