@@ -1,7 +1,11 @@
 """tf_rn50.bench: each benchmark's --quick run prints the machine, its figures and its ratios.
 
 Nothing about speed is asserted: the figures only have to be there and be positive numbers.
+The selected benchmarks' runs start with this module, two at a time, longest first: most of a --quick
+run is one Python thread tracing TF graphs, so two share the 2 cores. Each test waits for its own
+run, so pytest's --durations shows a test's wait, not its run's length.
 """
+import concurrent.futures
 import math
 import os
 import re
@@ -9,16 +13,33 @@ import subprocess
 import sys
 import unittest
 
+import pytest
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIGURE = re.compile(r"^figure  (.+?) +(\S+) (img/s/core|img/s|img/cpu-s|samples/s|ms|us/step|reads/1000 steps)"
                     r"  \(reps: ([^)]*)\)$")
 RATIO = re.compile(r"^ratio   (.+?) +(\S+)x(  \[goal >= \S+: (met|MISSED)\])?$")
+LONGEST_FIRST = ("scaling", "train", "infer", "input", "feed", "loop")
+RUNS = {}   # benchmark: the future of its --quick run's subprocess.CompletedProcess
+
+
+def run_quick(benchmark):
+  return subprocess.run([sys.executable, "-m", "tf_rn50.bench", benchmark, "--quick"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_runs(request):
+  selected = {item.name for item in request.session.items if item.path == request.path}
+  pool = concurrent.futures.ThreadPoolExecutor(2)
+  RUNS.update({name: pool.submit(run_quick, name) for name in LONGEST_FIRST if f"test_{name}" in selected})
+  yield
+  pool.shutdown(cancel_futures=True)
 
 
 def quick(benchmark):
   """(figures, ratios) of `python -m tf_rn50.bench <benchmark> --quick` as {what: value}."""
-  done = subprocess.run([sys.executable, "-m", "tf_rn50.bench", benchmark, "--quick"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
+  done = RUNS[benchmark].result()
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   lines = done.stdout.splitlines()
   assert any(re.match(r"machine: .+, \d+ cores .*tensorflow 2\.\S+, .*horovod \S+, dali \S+$", l) for l in lines), lines
@@ -77,7 +98,3 @@ class QuickBenchmarksTest(unittest.TestCase):
     # model.keras, keras.applications, the SavedModel on pixels and on JPEGs; per second and per CPU-second.
     self.check("infer", 8, 6, ["(img/s): exported model.keras / keras.applications.ResNet50",
                                "(img/cpu-s): exported model.keras / keras.applications.ResNet50"])
-
-
-if __name__ == "__main__":
-  unittest.main()
