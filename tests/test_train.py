@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rn50 import callbacks, model, optim, train
-from tf_rn50.bench import counted_host_reads
+from tf_rn50.bench.loop import counted_host_reads
 from tf_rn50.flags import Plan
 from tf_rn50.mlperf import C
 

@@ -14,5 +14,3 @@ docs/benchmarks.md holds the figures of this machine.
 
 One module per benchmark (its run(args)); common.py holds what they share; __main__.py the command line.
 """
-
-from tf_rn50.bench.loop import counted_host_reads   # noqa: F401  (tests/test_train.py counts with it)
