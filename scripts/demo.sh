@@ -7,11 +7,15 @@
 #   scripts/demo.sh                                      # ~1.5-2 minutes on 2 CPU cores after setup
 #   NPROC=2 EXTRA_ARGS=--batch_size=16 scripts/demo.sh   # the same global batch on 2 ranks
 # Env: NPROC (1), EXTRA_ARGS (more flags), DEMO_DATA (data/demo: made when missing or stale), RESULTS_DIR
-# (results/demo_cpu). Exit status: run_and_time.sh's (0 when the run reached the target).
+# (results/demo_cpu), SEED (the run's seed; unset: a new one), CLEAR_CACHES (0: the demo leaves the page
+# cache alone, unlike a timed result; 1 drops it first when run as root). Exit status: run_and_time.sh's (0 when the run reached the target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export FLAGFILE=flags/demo_cpu.cfg NPROC=${NPROC:-1} RESULTS_DIR=${RESULTS_DIR:-results/demo_cpu}
+# Its 2 MB of data gain nothing from a cold cache; the machine's other programs (and the next TF import,
+# ~3 s) would lose theirs.
+export CLEAR_CACHES=${CLEAR_CACHES:-0}
 DEMO_DATA=${DEMO_DATA:-data/demo}
 export DATADIR=$DEMO_DATA/recordio
 # TF logs no INFO or WARNING lines from C++; errors still show.

@@ -9,7 +9,9 @@
 # the ranks start in the clone, so paths in them are read from there),
 # SEED (every run's --seed; unset: a fresh random seed per run, as MLPerf wants for a result set),
 # CACHE_CLEARED=1 (the caller dropped the page cache just before this call, as run_with_docker.sh does
-# on the host: log cache_clear true without trying here; vouches for one run, so NEXP must be 1).
+# on the host: log cache_clear true without trying here; vouches for one run, so NEXP must be 1),
+# CLEAR_CACHES=0 (leave the page cache alone and log cache_clear false: for runs that are not results,
+# on a machine that does other work; the demo's default).
 # Exit status: 0 when every run's training exited 0, else the last failing horovodrun's status
 # (horovodrun exits 1 when any rank fails; it does not pass the rank's own code on).
 set -euo pipefail
@@ -26,6 +28,7 @@ FLAGFILE=$(realpath "$FLAGFILE")  # the ranks start in the clone (below)
 [ -z "${DATADIR:-}" ] || DATADIR=$(realpath -m "$DATADIR")
 [[ " ${EXTRA_ARGS:-} " != *" --seed"* ]] || die "set SEED, not --seed in EXTRA_ARGS (the seed is chosen here)"
 [[ "${SEED:-0}" =~ ^[0-9]+$ ]] || die "SEED=$SEED: want a non-negative integer"
+[[ "${CLEAR_CACHES:-1}" =~ ^[01]$ ]] || die "CLEAR_CACHES=$CLEAR_CACHES: want 0 or 1"
 [ "${CACHE_CLEARED:-0}" != 1 ] || [ "$NEXP" = 1 ] || die "CACHE_CLEARED=1 vouches for one run; NEXP=$NEXP"
 [ -z "${SEED:-}" ] || [ "$NEXP" = 1 ] ||
   echo "run_and_time.sh: warning: all $NEXP runs use SEED=$SEED; an MLPerf result set needs a seed per run" >&2
@@ -41,6 +44,8 @@ one_run() {
   # a real host may do.
   if [ "${CACHE_CLEARED:-0}" = 1 ]; then
     cleared=true; echo "page cache dropped by the caller just before this run (CACHE_CLEARED=1)"
+  elif [ "${CLEAR_CACHES:-1}" = 0 ]; then
+    echo "page cache not dropped (CLEAR_CACHES=0)"
   elif { sync && echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
     cleared=true; echo "page cache dropped"
   else

@@ -1,8 +1,8 @@
 """Operations: the Dockerfile (linted: no docker engine here), the launch scripts (dry runs, fake
 srun/numactl, one real 2-process horovodrun launch), CPU binding, and the multi-node flagfiles.
 
-Everything but `test_launch_smoke_real` and the timed runs (conftest.py's timed_runs) runs in a few seconds
-and trains nothing.
+Everything but `test_launch_smoke_real` runs in a few seconds and trains nothing: run_and_time.sh is tested with
+a fake horovodrun here, and for real under scripts/demo.sh (tests/test_demo_run.py).
 """
 import json
 import os
@@ -24,12 +24,12 @@ MULTI_NODE_FLAGFILES = {"nf5488_2node.cfg": 16, "nf5488_8node.cfg": 64}   # flag
 HOST_PATHS = re.compile(r"(?<![\w.])/(home|raid|mnt|nvme\w*|scratch|lustre|gpfs|Users|data|datasets)/")
 
 
-def run(args, env=None, timeout=60, **kw):
-  """Runs a command from the repository root; returns (exit status, stdout + stderr)."""
+def run(args, env=None, timeout=60, cwd=ROOT, **kw):
+  """Runs a command, from the repository root unless `cwd` says; returns (exit status, stdout + stderr)."""
   full_env = {k: v for k, v in os.environ.items()
               if not k.startswith(("HOROVOD_", "NCCL_", "OMPI_", "SLURM_", "BIND"))}
   full_env.update(env or {})
-  p = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, **kw)
+  p = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, **kw)
   return p.returncode, p.stdout + p.stderr
 
 
@@ -257,6 +257,7 @@ def test_run_with_docker_removes_the_container_on_ctrl_c(tmp_path):
     ({"SEED": "abc"}, "SEED=abc: want a non-negative integer"),
     ({"EXTRA_ARGS": "--log_every=5 --seed=3"}, "set SEED, not --seed in EXTRA_ARGS"),
     ({"CACHE_CLEARED": "1", "NEXP": "2"}, "CACHE_CLEARED=1 vouches for one run"),
+    ({"CLEAR_CACHES": "no"}, "CLEAR_CACHES=no: want 0 or 1"),
 ])
 def test_run_and_time_rejects_bad_env(tmp_path, env, message):
   code, out = run(["scripts/run_and_time.sh"], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
@@ -265,12 +266,12 @@ def test_run_and_time_rejects_bad_env(tmp_path, env, message):
 
 
 def fake_harness(tmp_path):
-  """A copy of run_and_time.sh whose horovodrun prints its arguments instead of training."""
+  """A copy of run_and_time.sh whose horovodrun prints its folder and arguments instead of training."""
   (tmp_path / "scripts").mkdir()
   shutil.copy(ROOT / "scripts" / "run_and_time.sh", tmp_path / "scripts")
   bin_dir = tmp_path / ".venv" / "bin"
   bin_dir.mkdir(parents=True)
-  for name, body in [("python", f'exec {sys.executable} "$@"'), ("horovodrun", 'echo "HOROVODRUN $*"')]:
+  for name, body in [("python", f'exec {sys.executable} "$@"'), ("horovodrun", 'echo "HOROVODRUN in $PWD: $*"')]:
     (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
     (bin_dir / name).chmod(0o755)
   return tmp_path / "scripts" / "run_and_time.sh"
@@ -290,22 +291,50 @@ def test_run_and_time_believes_a_cache_drop_by_its_caller(tmp_path):
 
 def test_run_and_time_uses_a_given_seed_for_every_run(tmp_path):
   code, out = run([fake_harness(tmp_path)], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r"),
-                                             "SEED": "7", "NEXP": "2"})
+                                             "SEED": "7", "NEXP": "2", "CLEAR_CACHES": "0"})
   assert code == 0 and "all 2 runs use SEED=7; an MLPerf result set needs a seed per run" in out, out
   assert re.findall(r"--seed=(\d+)", out) == ["7", "7"], out
 
 
-def test_run_and_time_gives_each_run_its_own_seed(timed_runs):
-  """Two real timed runs of a flagfile that says --seed=1, one rank each (conftest.py's timed_runs): the engine
-  logs a different seed in each, the one run_and_time.sh drew."""
-  results, _ = timed_runs
+RESULT_LINE = re.compile(r"^RESULT,IMAGE_CLASSIFICATION,,\d+,[^,]*,\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [AP]M$", re.M)
+
+
+def test_run_and_time_numbers_its_runs_and_draws_a_seed_for_each_from_any_folder(tmp_path):
+  """NEXP=2 started from another folder, with paths relative to it, into a results folder that holds an earlier
+  run's result_1.txt: the runs become result_2 and result_3, each with its own seed, and the ranks start in the
+  clone (our flagfiles include flags/nf5488.cfg from there) with the caller's paths made absolute."""
+  clone, caller = tmp_path / "clone", tmp_path / "elsewhere"
+  clone.mkdir()
+  (caller / "results").mkdir(parents=True)
+  (caller / "results" / "result_1.txt").write_text("an earlier run\n")
+  (caller / "mine.cfg").write_text("--flagfile=flags/nf5488.cfg\n")
+  code, out = run([fake_harness(clone)], {"FLAGFILE": "mine.cfg", "DATADIR": "data", "RESULTS_DIR": "results",
+                                          "NEXP": "2", "CLEAR_CACHES": "0"}, cwd=caller)
+  assert code == 0, out
+  assert (caller / "results" / "result_1.txt").read_text() == "an earlier run\n"     # never overwritten
   seeds = []
-  for n in (2, 3):   # result_1.txt is an earlier run's
-    log = (results / f"result_{n}.txt").read_text()
-    assert '"key": "run_stop"' in log, log[-3000:]
-    (seed,) = re.findall(r'^\[0\]<stdout>::::MLLOG .*"key": "seed", "value": (\d+)', log, re.M)
-    seeds.append(int(seed))
-  assert seeds[0] != seeds[1] and 1 not in seeds, seeds
+  for trial, n in ((1, 2), (2, 3)):
+    log = (caller / "results" / f"result_{n}.txt").read_text()
+    assert log.startswith(f"Beginning trial {trial} of 2\npage cache not dropped (CLEAR_CACHES=0)\n"), log
+    assert re.search(r'^:::MLLOG .*"key": "cache_clear", "value": false', log, re.M), log
+    assert "STARTING TIMING RUN AT " in log and RESULT_LINE.search(log), log
+    (launched,) = re.findall("^HOROVODRUN .*", log, re.M)
+    seeds.append(int(re.search(r"--seed=(\d+) ", launched)[1]))
+    assert launched == (f"HOROVODRUN in {clone}: -np 1 -H localhost:1 --gloo {clone}/.venv/bin/python -m tf_rn50.main "
+                        f"--flagfile={caller}/mine.cfg --output_dir={caller}/results/run_{n} --cache_clear=false "
+                        f"--seed={seeds[-1]} --data_dir={caller}/data"), log
+  assert seeds[0] != seeds[1], seeds   # drawn from 2**31 values
+  assert RESULT_LINE.search(out) and out.count("Beginning trial") == 2, out
+
+
+def test_run_and_time_tries_to_drop_the_page_cache_and_logs_what_happened(tmp_path):
+  """By default: a drop when this host lets us (root, not in a container), and cache_clear says which."""
+  code, out = run([fake_harness(tmp_path)], {"FLAGFILE": "flags/smoke.cfg", "RESULTS_DIR": str(tmp_path / "r")})
+  assert code == 0, out
+  log = (tmp_path / "r" / "result_1.txt").read_text()
+  cleared = re.search(r'^:::MLLOG .*"key": "cache_clear", "value": (true|false)', log, re.M)[1]
+  said = "page cache dropped\n" if cleared == "true" else "page cache not dropped (needs root on the host)\n"
+  assert said in log and f"--cache_clear={cleared} " in log, log
 
 
 # --- launch.sh and slurm.sbatch -------------------------------------------------------------
