@@ -1,19 +1,19 @@
 """Runs tf_rn50.main as a user would, in its own processes: one plain Python process, or N Horovod
-ranks through `horovodrun --gloo` on this host."""
+ranks through `horovodrun --gloo` on this host (as scripts/run_and_time.sh starts it: tf_rn50.horovodrun)."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HOROVODRUN = Path(sys.executable).with_name("horovodrun")
+HOROVODRUN = [sys.executable, "-m", "tf_rn50.horovodrun"]
 
 
 def main_command(*flags, ranks=None):
   """The command line of tf_rn50.main with `flags`; under horovodrun when `ranks` is given."""
   command = [sys.executable, "-m", "tf_rn50.main", *flags]
   if ranks:
-    command = [str(HOROVODRUN), "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
+    command = [*HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
   return command
 
 

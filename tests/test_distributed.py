@@ -18,7 +18,7 @@ TINY_SYNTHETIC = ["--flagfile=flags/smoke.cfg", "--train_examples=4000", "--trai
 
 
 def hvd_run(ranks, *command, timeout=300, **variables):
-  return subprocess.run([str(HOROVODRUN), "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command],
+  return subprocess.run([*HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command],
                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
                         env={**env(), **variables})
 

@@ -266,14 +266,15 @@ def test_run_and_time_rejects_bad_env(tmp_path, env, message):
 
 
 def fake_harness(tmp_path):
-  """A copy of run_and_time.sh whose horovodrun prints its folder and arguments instead of training."""
+  """A copy of run_and_time.sh whose horovodrun (`python -m tf_rn50.horovodrun`) prints its folder and arguments
+  instead of training."""
   (tmp_path / "scripts").mkdir()
   shutil.copy(ROOT / "scripts" / "run_and_time.sh", tmp_path / "scripts")
-  bin_dir = tmp_path / ".venv" / "bin"
-  bin_dir.mkdir(parents=True)
-  for name, body in [("python", f'exec {sys.executable} "$@"'), ("horovodrun", 'echo "HOROVODRUN in $PWD: $*"')]:
-    (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-    (bin_dir / name).chmod(0o755)
+  python = tmp_path / ".venv" / "bin" / "python"
+  python.parent.mkdir(parents=True)
+  python.write_text('#!/bin/sh\nif [ "$1 $2" = "-m tf_rn50.horovodrun" ]; then shift 2; echo "HOROVODRUN in $PWD: $*"; exit 0; fi\n'
+                    f'exec {sys.executable} "$@"\n')
+  python.chmod(0o755)
   return tmp_path / "scripts" / "run_and_time.sh"
 
 

@@ -16,7 +16,7 @@ from tf_rn50.bench.train import our_step
 def horovodrun(ranks, worker, options, env=None):
   """Runs `python -m tf_rn50.bench <worker>` under horovodrun (Gloo, this host) and returns the
   JSON that rank 0 printed."""
-  command = [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "-np", str(ranks), "-H",
+  command = [sys.executable, "-m", "tf_rn50.horovodrun", "-np", str(ranks), "-H",
              f"localhost:{ranks}", "--gloo", sys.executable, "-m", "tf_rn50.bench", worker, *options]
   done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
   found = re.search(r"BENCH_RESULT (\{.*\})", done.stdout)
