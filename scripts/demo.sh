@@ -4,7 +4,7 @@
 # schedule shrunk (flags/demo_cpu.cfg), through scripts/run_and_time.sh, and summarizes the run.
 # The terminal shows the plan, progress, evaluations, the RESULT line and where everything is; the
 # result file keeps every line (the MLPerf log included).
-#   scripts/demo.sh                                      # ~1.5-2 minutes on 2 CPU cores after setup
+#   scripts/demo.sh                                      # ~1-1.5 minutes on 2 CPU cores after setup
 #   NPROC=2 EXTRA_ARGS=--batch_size=16 scripts/demo.sh   # the same global batch on 2 ranks
 # Env: NPROC (1), EXTRA_ARGS (more flags), DEMO_DATA (data/demo: made when missing or stale), RESULTS_DIR
 # (results/demo_cpu), SEED (the run's seed; unset: a new one), CLEAR_CACHES (0: the demo leaves the page
