@@ -8,7 +8,8 @@
 #   NPROC=2 EXTRA_ARGS=--batch_size=16 scripts/demo.sh   # the same global batch on 2 ranks
 # Env: NPROC (1), EXTRA_ARGS (more flags), DEMO_DATA (data/demo: made when missing or stale), RESULTS_DIR
 # (results/demo_cpu), SEED (the run's seed; unset: a new one), CLEAR_CACHES (0: the demo leaves the page
-# cache alone, unlike a timed result; 1 drops it first when run as root). Exit status: run_and_time.sh's (0 when the run reached the target).
+# cache alone, unlike a timed result; 1 drops it first when run as root).
+# Exit status: run_and_time.sh's (0 when the run reached the target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -1,5 +1,6 @@
 """Runs tf_rn50.main as a user would, in its own processes: one plain Python process, or N Horovod
 ranks through `horovodrun --gloo` on this host (as scripts/run_and_time.sh starts it: tf_rn50.horovodrun)."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,3 +28,15 @@ def env():
   # PYTHONPATH: scripts and workers started by path import this checkout's tf_rn50, not the venv's editable one.
   path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
   return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+
+
+@contextlib.contextmanager
+def in_background(command, log=None):
+  """Starts `command` from the clone (stdout and stderr to the file `log`, else discarded) while the block runs
+  another; kills it on leaving the block, a no-op once it has ended."""
+  with open(log, "w") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+    job = subprocess.Popen(command, cwd=REPO, env=env(), stdout=out, stderr=subprocess.STDOUT)
+  try:
+    yield job
+  finally:
+    job.kill()

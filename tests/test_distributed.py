@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
-from launch import HOROVODRUN, REPO, env, main_command, run_main
+from launch import HOROVODRUN, REPO, env, in_background, main_command, run_main
 
 TINY_SYNTHETIC = ["--flagfile=flags/smoke.cfg", "--train_examples=4000", "--train_epochs=100"]
 
@@ -154,12 +154,8 @@ def drill(tiny_jpegs, tmp_path_factory):
   together: each spends most of its start-up (tracing) on one core."""
   root = tmp_path_factory.mktemp("drill")
   whole, cut = root / "whole", root / "cut"
-  with (root / "whole.txt").open("w") as log:
-    whole_job = subprocess.Popen([sys.executable, "-c", COUNTING_MAIN, *resume_flags(tiny_jpegs, whole)], cwd=REPO,
-                                 env=env(), stdout=log, stderr=subprocess.STDOUT)
-  cut_job = subprocess.Popen(main_command(*resume_flags(tiny_jpegs, cut)), cwd=REPO, env=env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
+  with (in_background([sys.executable, "-c", COUNTING_MAIN, *resume_flags(tiny_jpegs, whole)], root / "whole.txt")
+        as whole_job, in_background(main_command(*resume_flags(tiny_jpegs, cut))) as cut_job):
     state = cut / "checkpoints" / "checkpoint"
     deadline = time.time() + 300
     while not (state.exists() and '"ckpt-2"' in state.read_text()):
@@ -170,9 +166,6 @@ def drill(tiny_jpegs, tmp_path_factory):
     state_when_killed = state.read_text()
     resumed = run_main(*resume_flags(tiny_jpegs, cut), "--resume")
     whole_job.wait(timeout=600)
-  finally:
-    whole_job.kill()                                                 # a no-op once it has ended
-    cut_job.kill()
   stdout = (root / "whole.txt").read_text()
   assert whole_job.returncode == 1 and '"status": "aborted"' in stdout, stdout[-3000:]
   events = json.loads(stdout.split("PIPELINE_EVENTS ")[1].splitlines()[0])

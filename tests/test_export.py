@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env, run_main
+from launch import REPO, env, in_background, run_main
 from tf_rn50 import callbacks, export, model, optim, train
 from tf_rn50 import data as tf_rn50_data
 from tf_rn50.data import records, sampling
@@ -83,15 +83,10 @@ def after_training(run, tmp_path_factory):
   mlperf_log = (out / "mlperf.log").read_text()
   root = tmp_path_factory.mktemp("exported")
   checkpoint, model = out / "checkpoints" / "ckpt-1", root / "model"
-  with (root / "export.txt").open("w") as log:
-    export = subprocess.Popen([sys.executable, "-m", "tf_rn50.export", f"--output_dir={out}",
-                               f"--checkpoint_path={checkpoint}", f"--out={model}"], cwd=REPO, env=env(), stdout=log,
-                              stderr=subprocess.STDOUT)
-  try:
+  with in_background([sys.executable, "-m", "tf_rn50.export", f"--output_dir={out}", f"--checkpoint_path={checkpoint}",
+                      f"--out={model}"], root / "export.txt") as export:
     evaluated = run_main(f"--flagfile={out / 'flags.cfg'}", "--mode=eval", ranks=2)
     export.wait(timeout=300)
-  finally:
-    export.kill()                                             # a no-op once it has ended
   return {"eval": evaluated, "mlperf_log": mlperf_log, "export_status": export.returncode,
           "export_output": (root / "export.txt").read_text(), "checkpoint": checkpoint, "model": model}
 

