@@ -36,6 +36,16 @@ def test_the_dry_run_scales_with_ranks():
   assert (plan["global_batch_size"], plan["steps_per_epoch"], plan["total_steps"]) == (3264, 393, T)
 
 
+def test_the_dry_run_needs_no_tensorflow():
+  """The plan comes at once: TensorFlow, Keras and Horovod (~4 s to import) stay out of it."""
+  without = ("import runpy, sys; sys.modules.update(dict.fromkeys(['tensorflow', 'keras', 'horovod', 'nvidia'])); "
+             "sys.argv[0] = 'tf_rn50.main'; runpy.run_module('tf_rn50.main', run_name='__main__')")
+  result = subprocess.run([sys.executable, "-c", without, "--flagfile=flags/nf5488.cfg", "--dry_run=8"], cwd=REPO,
+                          env=env(), timeout=300, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.splitlines()[-1])["lr"][str(W)] == pytest.approx(10.5)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--eval_offset=4"], "--eval_offset must be smaller than --eval_period"),
     (["--dtype=fp8"], "flag --dtype=fp8"),

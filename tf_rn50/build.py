@@ -8,13 +8,12 @@ import os
 import keras
 import tensorflow as tf
 
-from tf_rn50 import callbacks, model, optim
+from tf_rn50 import callbacks, model, optim, schedule
 from tf_rn50.flags import FLAGS
 
 
 def learning_rate_schedule(plan):
-  return optim.WarmupPolyDecay(FLAGS.base_lr, plan.warmup_steps, plan.total_steps, FLAGS.end_lr,
-                               FLAGS.lr_decay_power)
+  return optim.WarmupPolyDecay(**schedule.run_arguments(plan))
 
 
 def model_and_optimizer(schedule):

@@ -9,9 +9,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_rn50 import schedule
+
 
 class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
-  """lr(it) for the 1-based step it: base*it/W up to W, then end + (base-end)*(1-(it-W)/(T-W))^p.
+  """lr(it) for the 1-based step it (schedule.warmup_poly_decay).
 
   Keras calls it with the optimizer's 0-based count of applied updates, so it = that + 1.
   """
@@ -25,15 +27,12 @@ class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
 
   def at_step(self, step):
     """The rate at 1-based step `step`, as a Python float computed on the host (no device op, no sync:
-    for the plan and the progress line)."""
+    for the progress line)."""
     return float(self.rate(np.float64(step), np))
 
   def rate(self, it, xp):
-    """The formula on 1-based steps `it`, with xp = keras.ops (in the optimizer) or numpy (on the host)."""
-    warm = self.base_lr * it / max(self.warmup_steps, 1)
-    progress = xp.clip((it - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
-    decay = self.end_lr + (self.base_lr - self.end_lr) * (1.0 - progress) ** self.power
-    return xp.where(it <= self.warmup_steps, warm, decay)
+    return schedule.warmup_poly_decay(it, self.base_lr, self.warmup_steps, self.total_steps, self.end_lr,
+                                      self.power, xp)
 
   def get_config(self):
     return dict(base_lr=self.base_lr, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
