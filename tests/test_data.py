@@ -349,7 +349,7 @@ class PipelineTest(tf.test.TestCase):
 
 def write_foreign(folder, examples):
   """The two formats as other tools write them: TF's ImageNet TFRecords (tf.io.TFRecordWriter, the
-  standard feature keys and shard names, 1-based labels, no DALI index), and an im2rec RecordIO (keys
+  standard feature keys (bounding boxes as floats) and shard names, 1-based labels, no DALI index), and an im2rec RecordIO (keys
   from 1000 on, a label vector [label, 7.0] (flag 2) on odd records, 0-based float labels)."""
   for split, name, shards in (("train", "train", 2), ("val", "validation", 1)):
     for k in range(shards):
@@ -357,9 +357,12 @@ def write_foreign(folder, examples):
         for jpeg, label in examples[split][k::shards]:
           height, width = records.jpeg_size(jpeg)
           values = {"image/encoded": [jpeg], "image/class/label": [label + 1], "image/height": [height],
-                    "image/width": [width], "image/format": [b"JPEG"], "image/class/synset": [b"n0000"]}
-          feature = {key: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)) if isinstance(v[0], bytes)
-                     else tf.train.Feature(int64_list=tf.train.Int64List(value=v)) for key, v in values.items()}
+                    "image/width": [width], "image/format": [b"JPEG"], "image/class/synset": [b"n0000"],
+                    "image/object/bbox/xmin": [0.1, 0.25]}
+          kinds = {bytes: ("bytes_list", tf.train.BytesList), int: ("int64_list", tf.train.Int64List),
+                   float: ("float_list", tf.train.FloatList)}
+          feature = {key: tf.train.Feature(**{kinds[type(v[0])][0]: kinds[type(v[0])][1](value=v)})
+                     for key, v in values.items()}
           writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     with open(os.path.join(folder, "recordio", f"{split}.rec"), "wb") as rec, \
          open(os.path.join(folder, "recordio", f"{split}.idx"), "w") as idx:

@@ -200,6 +200,17 @@ class BadInputTest(tf.test.TestCase):
     folder, path = self.write("tfrecord", [(jpeg(), 2), (jpeg(), -1)])
     self.assertReadFails(folder, "tfrecord", f"{path}: record 1 .*label 0 \\(1-based\\) out of range")
 
+  def test_a_tfrecord_record_that_is_not_an_example(self):
+    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
+    path = os.path.join(folder, "train-00000-of-00001")
+    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg()])),
+               "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}
+    with tf.io.TFRecordWriter(path) as writer:       # good framing and checksums around a payload that is no Example
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+      writer.write(b"\xff" * 30)
+    with contextlib.redirect_stderr(io.StringIO()):  # the DALI index it writes on first use
+      self.assertReadFails(folder, "tfrecord", f"{path}: record 1 .*not a tf.train.Example")
+
   def test_missing_empty_and_stale_index(self):
     for data_format in ("recordio", "tfrecord"):
       folder, path = self.write(data_format, [(jpeg(), 0), (jpeg(), 1)])

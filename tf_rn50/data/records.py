@@ -19,6 +19,7 @@ header while training. Without it the headers are parsed as the records are read
 `Records` gives random access to one split by example number (index line order). Everything it
 reads is checked; bad input raises `DataError` naming the file and the record.
 """
+import functools
 import glob
 import os
 import struct
@@ -278,11 +279,14 @@ class Records:
 
   @staticmethod
   def _parse_tfrecord(raw):
-    from tensorflow.core.example import example_pb2   # protobuf only; no TF runtime needed
+    from google.protobuf.message import DecodeError
     length = struct.unpack("<Q", raw[:8])[0]
     if 16 + length != len(raw):
       raise ValueError(f"TFRecord length {length} does not match the index size {len(raw)} (stale index?)")
-    features = example_pb2.Example.FromString(raw[12:12 + length]).features.feature
+    try:
+      features = example_message().FromString(raw[12:12 + length]).features.feature
+    except DecodeError as e:
+      raise ValueError(f"not a tf.train.Example: {e}") from None
     if not (features["image/encoded"].bytes_list.value and features["image/class/label"].int64_list.value):
       raise ValueError("example lacks image/encoded or image/class/label")
     return features["image/encoded"].bytes_list.value[0], features["image/class/label"].int64_list.value[0] - 1
@@ -291,6 +295,37 @@ class Records:
     for fd in self._fds.values():
       os.close(fd)
     self._fds = {}
+
+
+@functools.cache
+def example_message():
+  """tf.train.Example as a protobuf class of our own, declaring the fields read (the parser skips the others).
+  TensorFlow's example_pb2 would import all of TensorFlow (~3 s and ~0.5 GB in each process: the tools' workers
+  read records without it); the wire format is the same."""
+  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+  field = descriptor_pb2.FieldDescriptorProto
+  proto = descriptor_pb2.FileDescriptorProto(name="tf_rn50/example.proto", package="tf_rn50", syntax="proto3")
+
+  def message(container, name, *fields):   # fields: (number, name, type, label, message type)
+    declared = container.add(name=name)
+    for number, field_name, kind, label, type_name in fields:
+      declared.field.add(number=number, name=field_name, type=kind, label=label, type_name=type_name)
+    return declared
+
+  repeated, single = field.LABEL_REPEATED, field.LABEL_OPTIONAL
+  message(proto.message_type, "BytesList", (1, "value", field.TYPE_BYTES, repeated, None))
+  message(proto.message_type, "Int64List", (1, "value", field.TYPE_INT64, repeated, None))
+  message(proto.message_type, "Feature", (1, "bytes_list", field.TYPE_MESSAGE, single, ".tf_rn50.BytesList"),
+          (3, "int64_list", field.TYPE_MESSAGE, single, ".tf_rn50.Int64List"))
+  features = message(proto.message_type, "Features",
+                     (1, "feature", field.TYPE_MESSAGE, repeated, ".tf_rn50.Features.FeatureEntry"))
+  entry = message(features.nested_type, "FeatureEntry", (1, "key", field.TYPE_STRING, single, None),
+                  (2, "value", field.TYPE_MESSAGE, single, ".tf_rn50.Feature"))
+  entry.options.map_entry = True
+  message(proto.message_type, "Example", (1, "features", field.TYPE_MESSAGE, single, ".tf_rn50.Features"))
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(proto)
+  return message_factory.GetMessageClass(pool.FindMessageTypeByName("tf_rn50.Example"))
 
 
 class _Sidecars:
