@@ -45,7 +45,10 @@ def count(split, given, flag):
   from tf_rn50 import data
   if FLAGS.data_backend == "synthetic":
     return given
-  found = data.count_examples(FLAGS.data_dir, FLAGS.data_format, split)
+  try:
+    found = data.count_examples(FLAGS.data_dir, FLAGS.data_format, split)
+  except data.records.DataError as e:
+    raise SystemExit(f"--data_dir={FLAGS.data_dir}: {e}") from None
   if given and given != found:
     raise SystemExit(f"--{flag}={given} but {FLAGS.data_dir} holds {found} {split} examples")
   return found
@@ -58,7 +61,7 @@ def data_args(rank, size, place):
               sampler=FLAGS.data_sampler, hw_decoder_load=FLAGS.dali_hw_decoder_load, device_id=place.dali_device_id)
 
 
-def evaluate_checkpoint(place):
+def evaluate_checkpoint(place, examples):
   """--mode=eval: restores a trained checkpoint and evaluates the whole validation set once on every rank.
 
   No MLPerf log (a run's mlperf.log stays the run's): rank 0 prints the result and one JSON line, and
@@ -71,8 +74,7 @@ def evaluate_checkpoint(place):
   rank0 = hvd.rank() == 0
   if rank0:
     check_writable(FLAGS.output_dir)
-  plan = tf_rn50_flags.make_plan(hvd.size(), count("train", FLAGS.train_examples, "train_examples"),
-                                 count("val", FLAGS.eval_examples, "eval_examples"))
+  plan = tf_rn50_flags.make_plan(hvd.size(), *examples)
   net, optimizer = build.model_and_optimizer(build.learning_rate_schedule(plan))
   checkpoint = build.restore_trained(net, optimizer) if rank0 else None
   checkpoint = hvd.broadcast_object(checkpoint, root_rank=0)
@@ -105,6 +107,9 @@ def main(argv):
   if FLAGS.dry_run:
     dry_run(FLAGS.dry_run)
     return 0
+  # The data's example counts (its index files), checked against the flags before TensorFlow loads (~4 s):
+  # a wrong --data_dir or count fails at once.
+  examples = count("train", FLAGS.train_examples, "train_examples"), count("val", FLAGS.eval_examples, "eval_examples")
 
   import horovod.tensorflow as hvd
   hvd.init()
@@ -126,7 +131,7 @@ def main(argv):
   else:   # ranks sharing a CPU host split its cores instead of oversubscribing them
     tf.config.threading.set_intra_op_parallelism_threads(max(1, os.cpu_count() // hvd.local_size()))
   if FLAGS.mode == "eval":
-    return evaluate_checkpoint(place)
+    return evaluate_checkpoint(place, examples)
   rank0 = hvd.rank() == 0
   checkpoint_dir = os.path.join(FLAGS.output_dir, "checkpoints")
   tensorboard_dir = os.path.join(FLAGS.output_dir, "tensorboard")
@@ -141,8 +146,7 @@ def main(argv):
   gc.disable()   # init makes ~400,000 objects that live as long as the run: no use walking them again and again
   mllog.event(C.SEED, FLAGS.seed)
   keras.utils.set_random_seed(FLAGS.seed)
-  plan = tf_rn50_flags.make_plan(hvd.size(), count("train", FLAGS.train_examples, "train_examples"),
-                                 count("val", FLAGS.eval_examples, "eval_examples"))
+  plan = tf_rn50_flags.make_plan(hvd.size(), *examples)
   if rank0:
     tf_rn50_flags.write_run_flagfile(FLAGS.output_dir, plan)
   schedule = build.learning_rate_schedule(plan)
