@@ -240,8 +240,10 @@ def test_run_with_docker_removes_the_container_on_ctrl_c(tmp_path):
   env = {**os.environ, **fake_host(tmp_path, sudo_allowed=True), "EXEC_SLEEP": "30"}
   out = tmp_path / "out.txt"
   with out.open("w") as f:
+    # SIGINT as at a terminal: a suite started in the background (`(scripts/test.sh &)`) hands its children
+    # SIGINT ignored, which bash can then neither trap nor undo.
     p = subprocess.Popen(["scripts/run_with_docker.sh"], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   deadline = time.time() + 60
   while "DOCKER exec" not in out.read_text() and time.time() < deadline:
     time.sleep(0.1)
