@@ -239,12 +239,23 @@ class EvalCadenceTest(tf.test.TestCase):
 
 
 class CheckpointTest(tf.test.TestCase):
+  """On ResNet-50's real variable paths. Its tests save what they hold and compare what they restore, so they
+  share the few models (a build is ~2 s): `made` is two of 10 classes and one of 20."""
 
-  def make(self, num_classes=10):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.made = {10: [cls.build(10), cls.build(10)], 20: [cls.build(20)]}
+
+  @staticmethod
+  def build(num_classes):
     net = model.resnet50(num_classes, (32, 32, 3))
     opt = keras.optimizers.LossScaleOptimizer(optim.LARS(0.1))
     opt.build(net.trainable_variables)
     return net, opt
+
+  def make(self, num_classes=10, second=False):
+    return self.made[num_classes][second]
 
   def test_saves_after_each_block_keeps_the_newest_and_restores_every_variable_by_path(self):
     directory = self.get_temp_dir()
@@ -264,7 +275,7 @@ class CheckpointTest(tf.test.TestCase):
     self.assertIn("bn1.Sgamma/.ATTRIBUTES/VARIABLE_VALUE",
                   [k for k, _ in tf.train.list_variables(os.path.join(directory, "ckpt-4"))])   # stored by path
 
-    fresh, fresh_opt = self.make()
+    fresh, fresh_opt = self.make(second=True)
     self.assertEqual(callbacks.restore(directory, fresh, fresh_opt), 4)
     restored = train.state_variables(fresh, fresh_opt)
     for value, variable in zip(saved, restored):
@@ -284,7 +295,7 @@ class CheckpointTest(tf.test.TestCase):
     for suffix in (".index", ".data-00000-of-00001"):
       shutil.copy(os.path.join(directory, "ckpt-3" + suffix), os.path.join(directory, "ckpt-7" + suffix))
     os.makedirs(os.path.join(directory, "ckpt-7_temp"))
-    self.assertEqual(callbacks.restore(directory, *self.make()), 3)
+    self.assertEqual(callbacks.restore(directory, *self.make(second=True)), 3)
 
   def test_restoring_into_another_model_names_the_variables_that_differ(self):
     directory = self.get_temp_dir()
