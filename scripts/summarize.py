@@ -167,6 +167,9 @@ def main(argv=None):
   parser.add_argument("--plot", metavar="FILE.png", help="draw eval accuracy vs epoch to this file")
   parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
   args = parser.parse_args(argv)
+  missing = [p for p in args.paths if not Path(p).exists()]
+  if missing:
+    parser.error(f"no such file or folder: {' '.join(missing)}")
 
   folders = collect(args.paths)
   if not folders:

@@ -111,3 +111,7 @@ def test_cli_table_json_and_plot(tmp_path):
   empty = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "cfg" / "..")],
                          capture_output=True, text=True)
   assert empty.returncode == 1 and "no MLPerf run" in empty.stderr
+  missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "cfg"), str(tmp_path / "result_9.txt")],
+                           capture_output=True, text=True)
+  assert missing.returncode == 2 and f"no such file or folder: {tmp_path / 'result_9.txt'}" in missing.stderr
+  assert "Traceback" not in missing.stderr, missing.stderr
