@@ -28,7 +28,8 @@ def demo_data(tmp_path_factory):
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
   assert made.returncode == 0, made.stdout[-3000:]
   # demo.sh remakes data whose made_by is not the sha256 of today's make_demo_data.py
-  assert (data / "made_by").read_text() == hashlib.sha256((REPO / "scripts/make_demo_data.py").read_bytes()).hexdigest() + "\n"
+  made_by = hashlib.sha256((REPO / "scripts/make_demo_data.py").read_bytes()).hexdigest()
+  assert (data / "made_by").read_text() == made_by + "\n"
   return data
 
 

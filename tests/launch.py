@@ -8,15 +8,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HOROVODRUN = [sys.executable, "-m", "tf_rn50.horovodrun"]
+
+
+def horovodrun(ranks, *command):
+  """`command` as `ranks` Horovod ranks on this host (Gloo)."""
+  return [sys.executable, "-m", "tf_rn50.horovodrun", "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo",
+          *command]
 
 
 def main_command(*flags, ranks=None):
   """The command line of tf_rn50.main with `flags`; under horovodrun when `ranks` is given."""
   command = [sys.executable, "-m", "tf_rn50.main", *flags]
-  if ranks:
-    command = [*HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command]
-  return command
+  return horovodrun(ranks, *command) if ranks else command
 
 
 def run_main(*flags, ranks=None, timeout=600):
@@ -43,7 +46,8 @@ def in_background(command, log=None):
     job.kill()
 
 
-DEMO_SEED = 139267029   # through demo.sh and run_and_time.sh, over nf5488.cfg's --seed=1; reached 0.9 at epoch 7 on an Intel Xeon
+# Through demo.sh and run_and_time.sh, over nf5488.cfg's --seed=1; reached 0.9 at epoch 7 on an Intel Xeon.
+DEMO_SEED = 139267029
 
 
 def demo(data, results, **extra_env):

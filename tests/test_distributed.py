@@ -12,15 +12,14 @@ import numpy as np
 import psutil
 import pytest
 
-from launch import HOROVODRUN, REPO, env, in_background, main_command, run_main
+from launch import REPO, env, horovodrun, in_background, main_command, run_main
 
 TINY_SYNTHETIC = ["--flagfile=flags/smoke.cfg", "--train_examples=4000", "--train_epochs=100"]
 
 
 def hvd_run(ranks, *command, timeout=300, **variables):
-  return subprocess.run([*HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *command],
-                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                        env={**env(), **variables})
+  return subprocess.run(horovodrun(ranks, *command), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, timeout=timeout, env={**env(), **variables})
 
 
 def weights(folder):

@@ -2,6 +2,8 @@
 optim.WarmupPolyDecay runs it in the optimizer with keras.ops, the plan and the progress line with NumPy."""
 import numpy as np
 
+from tf_rn50.flags import FLAGS
+
 
 def warmup_poly_decay(it, base_lr, warmup_steps, total_steps, end_lr, power, xp=np):
   """lr at 1-based steps `it`: base*it/W up to W, then end + (base-end)*(1-(it-W)/(T-W))^p."""
@@ -13,6 +15,5 @@ def warmup_poly_decay(it, base_lr, warmup_steps, total_steps, end_lr, power, xp=
 
 def run_arguments(plan):
   """warmup_poly_decay's arguments for a run: the flags' rates and power, the plan's step counts."""
-  from tf_rn50.flags import FLAGS
   return dict(base_lr=FLAGS.base_lr, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps,
               end_lr=FLAGS.end_lr, power=FLAGS.lr_decay_power)

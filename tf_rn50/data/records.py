@@ -25,6 +25,7 @@ import os
 import struct
 import sys
 
+from google.protobuf.message import DecodeError
 import numpy as np
 
 RECORDIO_MAGIC = 0xced7230a
@@ -279,7 +280,6 @@ class Records:
 
   @staticmethod
   def _parse_tfrecord(raw):
-    from google.protobuf.message import DecodeError
     length = struct.unpack("<Q", raw[:8])[0]
     if 16 + length != len(raw):
       raise ValueError(f"TFRecord length {length} does not match the index size {len(raw)} (stale index?)")
