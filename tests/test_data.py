@@ -201,6 +201,25 @@ class PlacementTest(tf.test.TestCase):
             images, labels = dali._graph(found, place, sampler=sampler, train=train, image_size=SIZE, rank=0, size=1)
             self.assertEqual((images.device, labels.device), (device, device))
 
+  def test_a_gpu_pipeline_gets_its_inputs_copied_to_its_gpu(self):
+    """DALI's docs: a GPU DALIDatasetWithInputs takes inputs on its own device. The exact sampler's feed is made
+    on the CPU, so a GPU rank copies it over (copy_to_device); a CPU rank passes it as it is. The dataset is
+    recorded, not made: making it needs CUDA."""
+    made = []
+    recording = lambda pipeline, device_id, input_datasets, **args: made.append((device_id, input_datasets))
+    samples = tf.data.Dataset.from_tensor_slices(tf.constant([b"ab", b"cd"])).map(
+        lambda s: tf.io.decode_raw(s, tf.uint8))
+    with mock.patch.object(dali.dali_tf.experimental, "DALIDatasetWithInputs", recording):
+      for device_id in (None, 1):
+        dali.dali_dataset("a pipeline", dali.placement(device_id, "fp16"), {"samples": (samples, False)})
+    (cpu_id, cpu_inputs), (gpu_id, gpu_inputs) = made
+    self.assertEqual((cpu_id, gpu_id), (None, 1))
+    self.assertIs(cpu_inputs["samples"].dataset, samples)
+    copied = gpu_inputs["samples"].dataset
+    self.assertEqual((type(copied).__name__, getattr(copied, "_target_device", None)), ("_CopyToDeviceDataset", "/gpu:0"))
+    self.assertFalse(gpu_inputs["samples"].batch)
+    self.assertEqual([list(x) for x in copied.as_numpy_iterator()], [[97, 98], [99, 100]])   # soft-placed here
+
 
 class PipelineTest(tf.test.TestCase):
 
