@@ -216,7 +216,8 @@ class PlacementTest(tf.test.TestCase):
     self.assertEqual((cpu_id, gpu_id), (None, 1))
     self.assertIs(cpu_inputs["samples"].dataset, samples)
     copied = gpu_inputs["samples"].dataset
-    self.assertEqual((type(copied).__name__, getattr(copied, "_target_device", None)), ("_CopyToDeviceDataset", "/gpu:0"))
+    target = getattr(copied, "_target_device", None)
+    self.assertEqual((type(copied).__name__, target), ("_CopyToDeviceDataset", "/gpu:0"))
     self.assertFalse(gpu_inputs["samples"].batch)
     self.assertEqual([list(x) for x in copied.as_numpy_iterator()], [[97, 98], [99, 100]])   # soft-placed here
 
